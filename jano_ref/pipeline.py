@@ -1,0 +1,127 @@
+"""The DiTs seen as velocity fields over a token sequence: the only way ``jano_ref`` talks to ``models``.
+
+A ``TokenVelocity`` holds a model plus its conditioning and maps token latents ``x [B, L, D]`` at flow time
+sigma (1 = noise, 0 = data) to velocities. Tokens are Flux's packed 2x2 latents or Wan's (1, 2, 2) patches,
+in the model's own token order, so samplers and accelerators never need to know which model runs.
+
+Both accept the models' optional hook: ``token_index`` (compute only these tokens) and ``kv_caches`` (one
+``models.layers.KVCache`` per guidance branch, keyed by branch name), and return one row per computed token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models import Flux, WanModel
+from models.flux import image_ids, pack, text_ids, unpack
+from models.layers import KVCache
+
+
+@dataclass
+class FluxConditioning:
+    """Text inputs of Flux: T5 tokens ``txt [B, L_txt, context_in_dim]`` and pooled CLIP ``y [B, vec_in_dim]``;
+    ``guidance`` is the distilled guidance scale (dev only; BFL cli default 2.5, diffusers 3.5)."""
+
+    txt: Tensor
+    y: Tensor
+    guidance: float | None = 3.5
+
+
+@dataclass
+class FluxVelocity:
+    """Flux on a latent of ``latent_hw`` (H, W): tokens are ``models.flux.pack`` of [B, C, H, W]."""
+
+    model: Flux
+    cond: FluxConditioning
+    latent_hw: tuple[int, int]
+
+    branches = ("cond",)
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """(T, H, W) of the token grid; Flux images have one frame."""
+        return 1, self.latent_hw[0] // 2, self.latent_hw[1] // 2
+
+    @property
+    def patch(self) -> tuple[int, int, int]:
+        return 1, 2, 2
+
+    def __call__(
+        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
+    ) -> Tensor:
+        b = x.shape[0]
+        c = self.cond
+        guidance = None if c.guidance is None or not self.model.params.guidance_embed else torch.full(
+            (b,), c.guidance, device=x.device, dtype=x.dtype
+        )
+        return self.model(
+            img=x,
+            img_ids=image_ids(*self.latent_hw, device=x.device),
+            txt=c.txt.expand(b, -1, -1),
+            txt_ids=text_ids(c.txt.shape[1], device=x.device),
+            timesteps=sigma.reshape(1).expand(b).to(x.dtype),
+            y=c.y.expand(b, -1),
+            guidance=guidance,
+            token_index=token_index,
+            kv_cache=None if kv_caches is None else kv_caches["cond"],
+        )
+
+    def to_tokens(self, latent: Tensor) -> Tensor:
+        return pack(latent)
+
+    def to_latent(self, tokens: Tensor) -> Tensor:
+        """Tokens -> latent video layout [B, C, T=1, H, W] (what the analyzer reads)."""
+        return unpack(tokens, *self.latent_hw).unsqueeze(2)
+
+
+@dataclass
+class WanVelocity:
+    """Wan on a latent video of ``latent_fhw`` (F, H, W) with classifier-free guidance (Wan default 5.0).
+
+    Each guidance branch runs its own pass, with its own KV cache (official Jano keys caches by cond)."""
+
+    model: WanModel
+    context: Tensor
+    context_uncond: Tensor | None
+    latent_fhw: tuple[int, int, int]
+    guide_scale: float = 5.0
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ("cond",) if self.context_uncond is None else ("cond", "uncond")
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        pt, ph, pw = self.model.params.patch_size
+        f, h, w = self.latent_fhw
+        return f // pt, h // ph, w // pw
+
+    @property
+    def patch(self) -> tuple[int, int, int]:
+        return tuple(self.model.params.patch_size)
+
+    def __call__(
+        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
+    ) -> Tensor:
+        video = self.model.unpatchify(x, self.token_grid)
+        t = (sigma.reshape(1) * 1000).expand(x.shape[0]).float()  # Wan timesteps are in [0, 1000]
+
+        def run(branch: str, context: Tensor) -> Tensor:
+            cache = None if kv_caches is None else kv_caches[branch]
+            ctx = context.expand(x.shape[0], -1, -1)
+            return self.model.forward_tokens(video, t, ctx, token_index=token_index, kv_cache=cache)
+
+        v_cond = run("cond", self.context)
+        if self.context_uncond is None:
+            return v_cond.to(x.dtype)
+        v_uncond = run("uncond", self.context_uncond)
+        return (v_uncond + self.guide_scale * (v_cond - v_uncond)).to(x.dtype)
+
+    def to_tokens(self, latent: Tensor) -> Tensor:
+        return self.model.patchify(latent)
+
+    def to_latent(self, tokens: Tensor) -> Tensor:
+        return self.model.unpatchify(tokens, self.token_grid)

@@ -50,9 +50,9 @@ def build_model(
     return model.eval()
 
 
-from .loading import CheckpointError, load_checkpoint, read_state_dict  # noqa: E402
+from .loading import CheckpointError, identify_checkpoint, load_checkpoint, read_metadata, read_state_dict  # noqa: E402
 
 __all__ = [
     "PRESETS", "Flux", "FluxParams", "WanModel", "WanParams", "CheckpointError",
-    "build_model", "load_checkpoint", "model_names", "read_state_dict",
+    "build_model", "identify_checkpoint", "load_checkpoint", "model_names", "read_metadata", "read_state_dict",
 ]

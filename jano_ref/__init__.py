@@ -1,0 +1,12 @@
+"""jano_ref: training-free, region-aware acceleration of Diffusion Transformers (Jano, JiT), in plain PyTorch.
+
+    from jano_ref import generate
+    result = generate(field, noise_tokens, sigmas, method="jano", config="flux-dev")
+"""
+
+from .config import PRESETS as JANO_PRESETS
+from .config import JanoConfig, get_preset
+from .generate import Generation, generate
+from .jano import JanoReport, sample_jano
+
+__all__ = ["JANO_PRESETS", "Generation", "JanoConfig", "JanoReport", "generate", "get_preset", "sample_jano"]

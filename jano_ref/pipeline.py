@@ -10,6 +10,7 @@ Both accept the models' optional hook: ``token_index`` (compute only these token
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ from torch import Tensor
 from models import Flux, WanModel
 from models.flux import image_ids, pack, text_ids, unpack
 from models.layers import KVCache
+
+from .plan import TokenCost
 
 
 @dataclass
@@ -69,6 +72,16 @@ class FluxVelocity:
             kv_cache=None if kv_caches is None else kv_caches["cond"],
         )
 
+    def token_cost(self) -> TokenCost:
+        """FLOPs per computed token / attention pair of one forward (2 FLOPs per multiply-add)."""
+        p = self.model.params
+        d, mlp = p.hidden_size, int(p.hidden_size * p.mlp_ratio)
+        double = 3 * d * d + d * d + 2 * d * mlp  # qkv, proj, MLP
+        single = d * (3 * d + mlp) + (d + mlp) * d  # linear1, linear2
+        linear = 2 * (p.depth * double + p.depth_single_blocks * single + p.in_channels * d + d * p.out_channels)
+        layers = p.depth + p.depth_single_blocks
+        return TokenCost(linear, 4 * d * layers, always_computed=self.cond.txt.shape[1])
+
     def to_tokens(self, latent: Tensor) -> Tensor:
         return pack(latent)
 
@@ -119,6 +132,15 @@ class WanVelocity:
             return v_cond.to(x.dtype)
         v_uncond = run("uncond", self.context_uncond)
         return (v_uncond + self.guide_scale * (v_cond - v_uncond)).to(x.dtype)
+
+    def token_cost(self) -> TokenCost:
+        """FLOPs per computed token / attention pair of one forward per guidance branch."""
+        p = self.model.params
+        d = p.dim
+        block = 4 * d * d + 2 * d * d + 2 * d * p.ffn_dim  # self q,k,v,o; cross q,o; FFN
+        patch = p.in_dim * math.prod(p.patch_size) * d
+        linear = 2 * (p.num_layers * block + 2 * patch)
+        return TokenCost(linear, 4 * d * p.num_layers, cross_attn_per_pair=4 * d * p.num_layers, cross_keys=p.text_len)
 
     def to_tokens(self, latent: Tensor) -> Tensor:
         return self.model.patchify(latent)

@@ -273,14 +273,21 @@ class EpsToVelocity:
     alphas_cumprod: Tensor
     eps_channels: int | None = None
 
-    def __call__(self, z: Tensor, s: Tensor | float) -> Tensor:
+    def __call__(self, z: Tensor, s: Tensor | float, *, token_index: Tensor | None = None, **model_kwargs) -> Tensor:
+        """``token_index`` and any other keyword (e.g. ``kv_caches``) go to ``eps_model`` unchanged. With a
+        ``token_index`` the model works on token sequences [B, L, D] and returns eps for those tokens only;
+        the velocity is returned for the same tokens (the map is per token, so nothing else is needed)."""
         s = _as_float64(s, z.device)
         x_t, alpha_bar = flow_to_vp(z, s)
         t = alpha_bar_to_timestep(alpha_bar, self.alphas_cumprod)
-        eps_hat = self.eps_model(x_t.to(z.dtype), t.to(torch.promote_types(z.dtype, torch.float32)))
+        if token_index is not None:
+            model_kwargs["token_index"] = token_index
+        eps_hat = self.eps_model(x_t.to(z.dtype), t.to(torch.promote_types(z.dtype, torch.float32)), **model_kwargs)
         if self.eps_channels is not None:
             eps_hat = eps_hat[:, : self.eps_channels]
         eps_hat = eps_hat.to(x_t.dtype)
+        if token_index is not None:
+            x_t = x_t[:, token_index]
         a, b = (c.to(x_t.dtype) for c in _flow_coefficients(s))
         x0_hat = (x_t - b * eps_hat) / a
         return eps_hat - x0_hat

@@ -1,0 +1,75 @@
+"""One entry point for every method: ``generate(field, noise, sigmas, method=...)``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .config import JanoConfig, get_preset
+from .jano import JanoReport, sample_jano
+from .sampling import sample_euler
+
+METHODS = ("full", "jano")
+
+
+@dataclass
+class FullReport:
+    """Report of a full-compute run: every step computes every token."""
+
+    step_seconds: list[float]
+    token_counts: list[int]
+    ideal_speedup: float = 1.0
+
+
+@dataclass
+class Generation:
+    tokens: Tensor  # final token latents [B, L, D]
+    report: FullReport | JanoReport
+    seconds: float  # wall time of the denoising loop
+
+
+def generate(
+    field: Callable[..., Tensor],
+    noise: Tensor,
+    sigmas: Tensor,
+    *,
+    method: str = "jano",
+    config: str | JanoConfig = "flux-dev",
+    layout=None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Generation:
+    """Sample token latents from ``noise`` [B, L, D] over ``sigmas`` with ``method``.
+
+    ``field`` is a token velocity field (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity``
+    over one, with ``layout`` the field that knows the token grid). ``config`` is a Jano preset name or a
+    ``JanoConfig``. The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    with torch.inference_mode():  # sampling never needs gradients
+        return _generate(field, noise, sigmas, method, config, layout, callback, log)
+
+
+def _generate(field, noise, sigmas, method, config, layout, callback, log) -> Generation:
+    start = time.perf_counter()
+    if method == "jano":
+        tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log)
+    else:
+        steps: list[float] = []
+        last = [time.perf_counter()]
+
+        def timed(info: dict[str, Any]) -> None:
+            now = time.perf_counter()
+            steps.append(now - last[0])
+            last[0] = now
+            if callback is not None:
+                callback(info)
+
+        tokens = sample_euler(field, noise, sigmas, callback=timed)
+        report = FullReport(steps, [noise.shape[1]] * (len(sigmas) - 1))
+    return Generation(tokens, report, time.perf_counter() - start)

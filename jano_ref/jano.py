@@ -1,0 +1,159 @@
+"""Jano sampling: analyzer -> levels -> plan -> cached forward -> Euler sampler.
+
+    warm-up   full steps; keep each velocity prediction
+    analyze   block complexity from those velocities            (analyzer.analyze, Jano Eqs. 10-15)
+    levels    blocks -> static / moderate / active -> tokens    (levels.classify, levels.token_levels)
+    plan      which tokens every later step computes            (plan.JanoPlan)
+    sample    Euler over the whole latent; computed tokens get a fresh velocity, frozen ones keep their
+              last one, and self-attention reads frozen tokens' K/V from a per-level cache (cache.LevelKVCache)
+
+All state (warm-up velocities, caches, last velocity) lives in local variables and in the returned
+report, so two generations in one process behave like two processes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .analyzer import BlockGrid, ComplexityReport, analyze, flux_block_grid, stack_warmup
+from .cache import LevelKVCache
+from .config import JanoConfig
+from .levels import classify, search_thresholds, token_levels
+from .plan import FULL, JanoPlan, TokenCost
+
+
+@dataclass
+class JanoReport:
+    """What a Jano generation decided and measured."""
+
+    config: JanoConfig
+    complexity: ComplexityReport | None = None
+    block_levels: Tensor | None = None  # [nt, nh, nw]
+    token_levels: Tensor | None = None  # [L]
+    plan: JanoPlan | None = None
+    ideal_speedup: float | None = None
+    thresholds: tuple[float, float] | None = None  # the ones used (searched if config.target_speedup)
+    step_seconds: list[float] = field(default_factory=list)
+    analysis_seconds: float = 0.0
+    cache_bytes: int = 0
+
+    @property
+    def token_counts(self) -> list[int]:
+        return self.plan.token_counts() if self.plan is not None else []
+
+
+def block_grid_for(layout, config: JanoConfig) -> BlockGrid:
+    """The analysis partition of the layout's latent (T, H, W)."""
+    t, h, w = (n * p for n, p in zip(layout.token_grid, layout.patch))
+    if config.block_size is None:
+        if t != 1:
+            raise ValueError("block_size=None means the Flux rule (1/16 of each side) and only applies to images; "
+                             "set block_size=(bt, bh, bw) for video (the official Wan block is (7, 6, 8))")
+        return flux_block_grid(h, w)
+    return BlockGrid((t, h, w), config.block_size)
+
+
+def decide_levels(
+    warmup: Tensor, layout, config: JanoConfig, num_steps: int, cost: TokenCost
+) -> tuple[ComplexityReport, Tensor, Tensor, JanoPlan, tuple[float, float]]:
+    """Warm-up velocities [K, C, T, H, W] -> complexity, block levels, token levels and the step plan."""
+    grid = block_grid_for(layout, config)
+    complexity = analyze(warmup, grid, alpha=config.alpha, d_strength=config.d_strength, d_distance=config.d_distance)
+
+    def plan_for(block_levels: Tensor) -> JanoPlan:
+        return JanoPlan.build(
+            token_levels(block_levels, grid, layout.patch), num_steps, warmup=config.warmup_steps,
+            cooldown=config.cooldown_steps, static_interval=config.static_interval,
+            medium_interval=config.medium_interval,
+        )
+
+    if config.target_speedup is None:
+        thresholds = (config.static_thresh, config.medium_thresh)
+        block_levels = classify(complexity.enhanced, *thresholds)
+    else:
+        choice = search_thresholds(complexity.enhanced, lambda bl: plan_for(bl).ideal_speedup(cost), config.target_speedup)
+        thresholds, block_levels = (choice.static_thresh, choice.medium_thresh), choice.levels
+    plan = plan_for(block_levels)
+    return complexity, block_levels, plan.token_levels, plan, thresholds
+
+
+def sample_jano(
+    field_: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    config: JanoConfig,
+    *,
+    layout=None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Tensor, JanoReport]:
+    """Euler sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
+    (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity`` over one); ``layout`` gives the
+    token grid, ``to_latent``, ``branches`` and ``token_cost`` (defaults to ``field_`` itself).
+    ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps."""
+    layout = layout if layout is not None else field_
+    if x.shape[0] != 1:
+        raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
+    num_steps = len(sigmas) - 1
+    sigmas = sigmas.to(x.device)
+    cost = layout.token_cost()
+    report = JanoReport(config)
+    state = x.to(torch.promote_types(x.dtype, torch.float32))  # as in sample_euler: no bf16 accumulation
+    warmup = [layout.to_latent(x)[0]] if config.include_noise else []
+    plan: JanoPlan | None = None
+    caches: dict[str, LevelKVCache] = {}
+    v_last: Tensor | None = None
+
+    for i in range(num_steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        level = FULL if plan is None else plan.step_levels[i]
+        index = None if plan is None else plan.computed(i)
+        x_in = state.to(x.dtype)
+        start = time.perf_counter()
+        if index is not None and index.numel() == 0:
+            v = v_last  # nothing to compute (no active tokens): every token keeps its last velocity
+        else:
+            hooks = None if level == FULL else {b: caches[b].at(level) for b in layout.branches}
+            fresh = field_(x_in, sigma, token_index=index, kv_caches=hooks)
+            if index is None:
+                v = fresh
+            else:
+                v = v_last.clone()
+                v[:, index] = fresh.to(v.dtype)
+        report.step_seconds.append(time.perf_counter() - start)
+        if callback is not None:
+            callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, level=level,
+                          computed=None if index is None else index))
+
+        dt = (sigma_next - sigma).to(state.dtype)
+        if config.hold_frozen_latents and index is not None:
+            state = state.index_add(1, index, dt * v[:, index].to(state.dtype))
+        else:
+            state = state + dt * v.to(state.dtype)  # frozen tokens move along their last velocity (official)
+        v_last = v
+
+        if plan is None and i < config.warmup_steps:
+            warmup.append(layout.to_latent(v)[0])
+            if len(warmup) - config.include_noise == config.warmup_steps:
+                start = time.perf_counter()
+                complexity, block_levels, tok_levels, plan, thresholds = decide_levels(
+                    stack_warmup(warmup), layout, config, num_steps, cost
+                )
+                report.analysis_seconds = time.perf_counter() - start
+                caches = {b: LevelKVCache(tok_levels.to(x.device)) for b in layout.branches}
+                report.complexity, report.block_levels, report.token_levels = complexity, block_levels, tok_levels
+                report.plan, report.thresholds = plan, thresholds
+                report.ideal_speedup = plan.ideal_speedup(cost)
+                warmup.clear()  # the velocities are no longer needed
+                if log is not None:
+                    log(plan.describe(cost))
+
+    if plan is None:  # fewer steps than warm-up: everything ran in full
+        report.ideal_speedup = 1.0
+    report.cache_bytes = sum(c.nbytes() for c in caches.values())
+    return state.to(x.dtype), report

@@ -65,7 +65,7 @@ def classify(scores: Tensor, static_thresh: float, medium_thresh: float) -> Tens
 
 
 def latent_levels(block_levels: Tensor, grid: BlockGrid) -> Tensor:
-    """[nt, nh, nw] block levels -> [T, H, W] latent-cell levels (each cell takes its block's level; padding cropped)."""
+    """[nt, nh, nw] block levels -> [T, H, W] cell levels: each cell takes its block's level, padding cropped."""
     return grid.expand(block_levels)
 
 
@@ -127,7 +127,7 @@ def search_thresholds(
     target_speedup: float,
     candidates: Sequence[float] | Tensor | None = None,
 ) -> ThresholdChoice:
-    """Pick (static_thresh <= medium_thresh) from ``candidates`` that reaches ``target_speedup`` with the most work kept.
+    """Pick (static_thresh <= medium_thresh) from ``candidates`` reaching ``target_speedup`` with the most work kept.
 
     ``speedup_of(block_levels) -> float`` gets the block-level map (shape of ``scores``; use ``token_levels`` inside
     it for a token cost model). Among all candidate pairs with speedup >= target, the choice keeps the most active

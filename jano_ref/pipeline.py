@@ -55,22 +55,23 @@ class FluxVelocity:
     def __call__(
         self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
     ) -> Tensor:
-        b = x.shape[0]
-        c = self.cond
-        guidance = None if c.guidance is None or not self.model.params.guidance_embed else torch.full(
-            (b,), c.guidance, device=x.device, dtype=x.dtype
-        )
-        return self.model(
-            img=x,
+        b, c = x.shape[0], self.cond
+        dtype = self.model.img_in.weight.dtype  # inputs follow the model; the velocity comes back in x's dtype
+        guidance = None
+        if c.guidance is not None and self.model.params.guidance_embed:
+            guidance = torch.full((b,), c.guidance, device=x.device, dtype=dtype)
+        v = self.model(
+            img=x.to(dtype),
             img_ids=image_ids(*self.latent_hw, device=x.device),
-            txt=c.txt.expand(b, -1, -1),
+            txt=c.txt.to(dtype).expand(b, -1, -1),
             txt_ids=text_ids(c.txt.shape[1], device=x.device),
-            timesteps=sigma.reshape(1).expand(b).to(x.dtype),
-            y=c.y.expand(b, -1),
+            timesteps=sigma.reshape(1).expand(b).to(dtype),
+            y=c.y.to(dtype).expand(b, -1),
             guidance=guidance,
             token_index=token_index,
             kv_cache=None if kv_caches is None else kv_caches["cond"],
         )
+        return v.to(x.dtype)
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward (2 FLOPs per multiply-add)."""

@@ -137,7 +137,8 @@ def test_wan_official_grid_tokens_are_uniform():
     levels = token_levels(blocks, grid)
     assert levels.shape == (21 * 30 * 52,)
     # Each block holds 7 x 3 x 4 = 84 whole tokens.
-    assert torch.equal(torch.bincount(levels, minlength=4)[1:], torch.bincount(blocks.reshape(-1), minlength=4)[1:] * 84)
+    per_block = torch.bincount(blocks.reshape(-1), minlength=4)[1:]
+    assert torch.equal(torch.bincount(levels, minlength=4)[1:], per_block * 84)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

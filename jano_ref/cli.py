@@ -1,6 +1,7 @@
 """The ``jano`` command (also ``python -m jano_ref``).
 
-    jano generate "a red circle" [--model flux-test] [--steps 20] [--seed 0] [--out out]
+    jano generate "a red circle" [--model flux-test] [--method jano|full] [--preset flux-dev] [--steps 20]
+                                 [--seed 0] [--out out]
     jano models
 
 Until trained weights ship in ``weights/``, ``generate`` samples from a randomly initialised small model
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,6 +21,8 @@ import torch
 import models
 from models.flux import latent_size
 
+from .config import PRESETS as JANO_PRESETS
+from .generate import METHODS, generate
 from .imageio import latent_preview, write_png
 from .pipeline import FluxConditioning, FluxVelocity, WanVelocity
 from .sampling import flux_schedule, sample_euler, wan_schedule
@@ -61,21 +63,36 @@ def _generate(args: argparse.Namespace) -> int:
         noise = torch.randn(1, p.in_dim, f, h, w, generator=g)
         sigmas = wan_schedule(args.steps)
 
-    start = time.perf_counter()
-    with torch.inference_mode():
-        tokens = sample_euler(field, field.to_tokens(noise), sigmas)
-    elapsed = time.perf_counter() - start
-    latent = field.to_latent(tokens)[0]  # [C, T, H, W]
+    preset = args.preset or ("flux-dev" if isinstance(model, models.Flux) else "wan")
+    noise_tokens = field.to_tokens(noise)
+    log = (lambda text: print(f"jano plan ({preset}):\n{text}")) if args.method == "jano" else None
+    runs = {}
+    if args.method != "full":  # the reference runs first, so the timed method does not pay the cold start alone
+        runs["full"] = generate(field, noise_tokens, sigmas, method="full")
+    result = runs[args.method] = generate(field, noise_tokens, sigmas, method=args.method, config=preset, log=log)
 
-    frames = [write_png(out / f"sample_frame{i:02d}.png", latent_preview(latent[:, i])) for i in range(latent.shape[1])]
+    files = []
+    for method, run in runs.items():
+        latent = field.to_latent(run.tokens)[0]  # [C, T, H, W]
+        files += [write_png(out / f"{method}_frame{i:02d}.png", latent_preview(latent[:, i])) for i in range(latent.shape[1])]
     summary = dict(
-        model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed, tokens=int(tokens.shape[1]),
-        denoise_seconds=round(elapsed, 3), files=[str(f) for f in frames], random_weights=True,
+        model=args.model, prompt=args.prompt, method=args.method, preset=preset if args.method == "jano" else None,
+        steps=args.steps, seed=args.seed, tokens=int(noise_tokens.shape[1]), random_weights=True,
+        denoise_seconds={m: round(r.seconds, 4) for m, r in runs.items()},
+        ideal_speedup=round(result.report.ideal_speedup, 3), files=[str(f) for f in files],
     )
+    if args.method != "full":
+        full = runs["full"].tokens
+        summary["measured_speedup"] = round(runs["full"].seconds / result.seconds, 3)
+        summary["relative_error_vs_full"] = float((result.tokens - full).norm() / full.norm())
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(RANDOM_WEIGHT_NOTICE.format(model=args.model), file=sys.stderr)
-    print(f"{args.model}: {args.steps} Euler steps over {tokens.shape[1]} tokens in {elapsed:.2f} s")
-    print(f"wrote {', '.join(str(f) for f in frames)} and {out / 'summary.json'}")
+    print(f"{args.model}, {args.method}: {args.steps} steps over {noise_tokens.shape[1]} tokens in {result.seconds:.2f} s")
+    if args.method != "full":
+        print(f"speedup vs full (one run each; see python -m jano_ref.benchmarks for medians): "
+              f"measured {summary['measured_speedup']:.2f}x, ideal {summary['ideal_speedup']:.2f}x; "
+              f"relative latent error vs full {summary['relative_error_vs_full']:.3g}")
+    print(f"wrote {len(files)} PNG(s) and {out / 'summary.json'}")
     return 0
 
 
@@ -92,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample one image or video")
     gen.add_argument("prompt")
     gen.add_argument("--model", default="flux-test", choices=["flux-test", "wan-test"])
+    gen.add_argument("--method", default="jano", choices=METHODS)
+    gen.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS),
+                     help="Jano preset (default: flux-dev for Flux models, wan for Wan models)")
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--weight-seed", type=int, default=0, help="seed of the random weights")

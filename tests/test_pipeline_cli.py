@@ -60,11 +60,14 @@ def test_png_writer_produces_a_valid_file(tmp_path):
 
 def test_cli_generate_writes_outputs_and_is_reproducible(tmp_path, capsys):
     for run in ("a", "b"):
-        assert main(["generate", "a red circle", "--steps", "3", "--size", "64", "--out", str(tmp_path / run)]) == 0
+        assert main(["generate", "a red circle", "--steps", "12", "--size", "256", "--out", str(tmp_path / run)]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert summary["random_weights"] is True and summary["tokens"] == 16
-    assert (tmp_path / "a" / "sample_frame00.png").read_bytes() == (tmp_path / "b" / "sample_frame00.png").read_bytes()
-    assert "random weights" in capsys.readouterr().err
-    assert main(["generate", "x", "--model", "wan-test", "--steps", "2", "--size", "32", "--frames", "2",
-                 "--out", str(tmp_path / "w")]) == 0
-    assert (tmp_path / "w" / "sample_frame01.png").exists()
+    assert summary["random_weights"] is True and summary["tokens"] == 256 and summary["method"] == "jano"
+    assert summary["ideal_speedup"] >= 1.0 and "relative_error_vs_full" in summary
+    for name in ("jano_frame00.png", "full_frame00.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    captured = capsys.readouterr()
+    assert "random weights" in captured.err and "ideal speedup" in captured.out
+    assert main(["generate", "x", "--model", "wan-test", "--method", "full", "--steps", "2", "--size", "32",
+                 "--frames", "2", "--out", str(tmp_path / "w")]) == 0
+    assert (tmp_path / "w" / "full_frame01.png").exists() and not (tmp_path / "w" / "jano_frame00.png").exists()

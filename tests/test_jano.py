@@ -303,3 +303,33 @@ def test_generations_are_independent_of_process_history(tmp_path):
         subprocess.run([sys.executable, "-c", _SCRIPT, kind, str(seed), str(path)], check=True,
                        cwd=str(__import__("pathlib").Path(__file__).parent.parent))
         assert torch.equal(torch.load(path), in_process[(kind, seed)])
+
+
+# ---- presets ----------------------------------------------------------------------------------------
+
+
+def test_presets_carry_the_published_numbers_and_cite_them():
+    from jano_ref import JANO_PRESETS
+
+    flux, wan = JANO_PRESETS["flux-dev"], JANO_PRESETS["wan"]
+    assert (flux.warmup_steps, flux.cooldown_steps, flux.static_thresh, flux.medium_thresh, flux.static_interval,
+            flux.medium_interval, flux.alpha, flux.d_strength, flux.d_distance, flux.block_size) == (
+        7, 2, 0.2, 0.4, 12, 4, 0.0, 0.8, 2.0, None)
+    assert (wan.warmup_steps, wan.cooldown_steps, wan.static_thresh, wan.medium_thresh, wan.static_interval,
+            wan.medium_interval, wan.alpha, wan.d_strength, wan.d_distance, wan.block_size) == (
+        6, 4, 0.2, 0.4, 6, 3, 0.7, 0.8, 1.0, (7, 6, 8))
+    rows = {  # Appendix B: (static thresh, static interval, moderate thresh, moderate interval)
+        "flux-b": [(0.1, 8, 0.5, 5), (0.2, 10, 0.5, 3), (0.3, 10, 0.6, 3)],
+        "wan1.3b-b": [(0.1, 3, 0.3, 2), (0.15, 6, 0.4, 4), (0.4, 6, 0.6, 4)],
+        "wan14b-b": [(0.1, 6, 0.3, 3), (0.15, 6, 0.4, 4), (0.4, 6, 0.6, 4)],
+    }
+    for prefix, values in rows.items():
+        for r, row in enumerate(values, start=1):
+            c = JANO_PRESETS[f"{prefix}{r}"]
+            assert (c.static_thresh, c.static_interval, c.medium_thresh, c.medium_interval) == row
+            assert "Appendix B" in c.source
+    assert all(c.source for c in JANO_PRESETS.values())
+    with pytest.raises(KeyError, match="flux-dev"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="warm-up"):
+        flux.replace(warmup_steps=1)

@@ -96,6 +96,17 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      checkpoint_every=args.checkpoint_every)
+    state = train(cfg, args.out)
+    print(f"{args.model}: {state.step} steps, final loss {state.losses[-1]:.4f}, {state.seconds / 60:.1f} min; "
+          f"weights in {args.out}")
+    return 0
+
+
 def _models(_: argparse.Namespace) -> int:
     for name in models.model_names():
         print(f"{name:14s} {models.PRESETS[name]}")
@@ -119,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--frames", type=int, default=3, help="latent frames (wan only)")
     gen.add_argument("--out", default="out")
     gen.set_defaults(func=_generate)
+
+    tr = sub.add_parser("train", help="train a tiny model on the procedural data (resumable)")
+    tr.add_argument("model", choices=["tiny-flux", "tiny-wan"])
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=3e-4)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint-every", type=int, default=100)
+    tr.add_argument("--out", default="runs/train")
+    tr.set_defaults(func=_train)
 
     sub.add_parser("models", help="list model presets").set_defaults(func=_models)
     return parser

@@ -57,6 +57,12 @@ class FluxParams:
 FLUX_PRESETS: dict[str, FluxParams] = {
     "flux-dev": FluxParams(guidance_embed=True),
     "flux-schnell": FluxParams(guidance_embed=False),
+    # Our trained tiny model: 64 px images through SpaceToDepth(2) -> 12 x 32 x 32 latents -> 256 tokens of 48
+    # channels; TinyTextEncoder features of width 64; no distilled guidance (classifier-free guidance instead).
+    "tiny-flux": FluxParams(
+        in_channels=48, out_channels=48, vec_in_dim=64, context_in_dim=64, hidden_size=128, mlp_ratio=4.0,
+        num_heads=4, depth=2, depth_single_blocks=4, axes_dim=[8, 12, 12], guidance_embed=False,
+    ),
     # Small random-weight config for unit tests (models.md §3.2 tiny parity config).
     "flux-test": FluxParams(
         in_channels=16, out_channels=16, vec_in_dim=24, context_in_dim=40, hidden_size=64, mlp_ratio=4.0,

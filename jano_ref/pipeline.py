@@ -35,13 +35,22 @@ class FluxConditioning:
 
 @dataclass
 class FluxVelocity:
-    """Flux on a latent of ``latent_hw`` (H, W): tokens are ``models.flux.pack`` of [B, C, H, W]."""
+    """Flux on a latent of ``latent_hw`` (H, W): tokens are ``models.flux.pack`` of [B, C, H, W].
+
+    FLUX.1 itself runs one pass (dev distils guidance into an embedding, schnell needs none). Models trained
+    without distillation, like our tiny-flux, use classifier-free guidance instead: give ``uncond`` (the
+    empty-prompt conditioning) and ``guide_scale``; each branch then has its own pass and its own KV cache.
+    """
 
     model: Flux
     cond: FluxConditioning
     latent_hw: tuple[int, int]
+    uncond: FluxConditioning | None = None
+    guide_scale: float = 1.0
 
-    branches = ("cond",)
+    @property
+    def branches(self) -> tuple[str, ...]:
+        return ("cond",) if self.uncond is None else ("cond", "uncond")
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
@@ -55,12 +64,19 @@ class FluxVelocity:
     def __call__(
         self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
     ) -> Tensor:
-        b, c = x.shape[0], self.cond
+        v_cond = self._run(self.cond, "cond", x, sigma, token_index, kv_caches)
+        if self.uncond is None:
+            return v_cond.to(x.dtype)
+        v_uncond = self._run(self.uncond, "uncond", x, sigma, token_index, kv_caches)
+        return (v_uncond + self.guide_scale * (v_cond - v_uncond)).to(x.dtype)
+
+    def _run(self, c: FluxConditioning, branch: str, x: Tensor, sigma: Tensor, token_index, kv_caches) -> Tensor:
+        b = x.shape[0]
         dtype = self.model.img_in.weight.dtype  # inputs follow the model; the velocity comes back in x's dtype
         guidance = None
         if c.guidance is not None and self.model.params.guidance_embed:
             guidance = torch.full((b,), c.guidance, device=x.device, dtype=dtype)
-        v = self.model(
+        return self.model(
             img=x.to(dtype),
             img_ids=image_ids(*self.latent_hw, device=x.device),
             txt=c.txt.to(dtype).expand(b, -1, -1),
@@ -69,9 +85,8 @@ class FluxVelocity:
             y=c.y.to(dtype).expand(b, -1),
             guidance=guidance,
             token_index=token_index,
-            kv_cache=None if kv_caches is None else kv_caches["cond"],
+            kv_cache=None if kv_caches is None else kv_caches[branch],
         )
-        return v.to(x.dtype)
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward (2 FLOPs per multiply-add)."""

@@ -187,6 +187,15 @@ def _flux_field(seed=0, size=16):
     return field, noise, flux_schedule(16, (size // 2) ** 2)
 
 
+def _flux_cfg_field(seed=0, size=16):
+    """Flux with classifier-free guidance (two branches, two caches), as tiny-flux is sampled."""
+    field, noise, sigmas = _flux_field(seed, size)
+    model = randomize_(build_model("flux-test", guidance_embed=False), seed=seed)
+    uncond = FluxConditioning(torch.zeros(1, 5, 40), torch.zeros(1, 24), None)
+    cond = FluxConditioning(field.cond.txt, field.cond.y, None)
+    return FluxVelocity(model, cond, field.latent_hw, uncond=uncond, guide_scale=4.0), noise, sigmas
+
+
 def _wan_field(seed=0):
     torch.manual_seed(seed)
     model = randomize_(build_model("wan-test"), seed=seed)
@@ -200,7 +209,8 @@ SMALL_WAN = get_preset("wan").replace(warmup_steps=3, cooldown_steps=2, static_i
                                       block_size=(1, 2, 2))
 
 
-@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_wan_field, SMALL_WAN)], ids=["flux", "wan"])
+@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_flux_cfg_field, SMALL_FLUX), (_wan_field, SMALL_WAN)],
+                         ids=["flux", "flux-cfg", "wan"])
 def test_all_blocks_active_equals_full_sampling(make, config):
     field, noise, sigmas = make()
     full = generate(field, noise, sigmas, method="full")
@@ -210,7 +220,8 @@ def test_all_blocks_active_equals_full_sampling(make, config):
     assert rel_err(jano.tokens, full.tokens) <= 1e-6
 
 
-@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_wan_field, SMALL_WAN)], ids=["flux", "wan"])
+@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_flux_cfg_field, SMALL_FLUX), (_wan_field, SMALL_WAN)],
+                         ids=["flux", "flux-cfg", "wan"])
 def test_sampler_computes_what_the_plan_reports(make, config):
     field, noise, sigmas = make()
     seen = []

@@ -71,3 +71,16 @@ def test_cli_generate_writes_outputs_and_is_reproducible(tmp_path, capsys):
     assert main(["generate", "x", "--model", "wan-test", "--method", "full", "--steps", "2", "--size", "32",
                  "--frames", "2", "--out", str(tmp_path / "w")]) == 0
     assert (tmp_path / "w" / "full_frame01.png").exists() and not (tmp_path / "w" / "jano_frame00.png").exists()
+
+
+def test_flux_velocity_classifier_free_guidance_and_branches():
+    model = randomize_(build_model("flux-test", guidance_embed=False))
+    cond = FluxConditioning(txt=torch.randn(1, 5, 40), y=torch.randn(1, 24), guidance=None)
+    uncond = FluxConditioning(txt=torch.randn(1, 3, 40), y=torch.randn(1, 24), guidance=None)
+    guided = FluxVelocity(model, cond, (8, 8), uncond=uncond, guide_scale=3.0)
+    assert guided.branches == ("cond", "uncond") and FluxVelocity(model, cond, (8, 8)).branches == ("cond",)
+    x, s = torch.randn(1, 16, 16), torch.tensor(0.5)
+    with torch.no_grad():
+        v = guided(x, s)
+        c, u = FluxVelocity(model, cond, (8, 8))(x, s), FluxVelocity(model, uncond, (8, 8))(x, s)
+    assert rel_err(v, u + 3.0 * (c - u)) < 1e-6

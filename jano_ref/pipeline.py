@@ -21,6 +21,7 @@ from models.flux import image_ids, pack, text_ids, unpack
 from models.layers import KVCache
 
 from .plan import TokenCost
+from .sampling import guidance_mix
 
 
 @dataclass
@@ -68,7 +69,7 @@ class FluxVelocity:
         if self.uncond is None:
             return v_cond.to(x.dtype)
         v_uncond = self._run(self.uncond, "uncond", x, sigma, token_index, kv_caches)
-        return (v_uncond + self.guide_scale * (v_cond - v_uncond)).to(x.dtype)
+        return guidance_mix(v_cond, v_uncond, self.guide_scale).to(x.dtype)
 
     def _run(self, c: FluxConditioning, branch: str, x: Tensor, sigma: Tensor, token_index, kv_caches) -> Tensor:
         b = x.shape[0]
@@ -146,8 +147,7 @@ class WanVelocity:
         v_cond = run("cond", self.context)
         if self.context_uncond is None:
             return v_cond.to(x.dtype)
-        v_uncond = run("uncond", self.context_uncond)
-        return (v_uncond + self.guide_scale * (v_cond - v_uncond)).to(x.dtype)
+        return guidance_mix(v_cond, run("uncond", self.context_uncond), self.guide_scale).to(x.dtype)
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward per guidance branch."""

@@ -45,6 +45,7 @@ __all__ = [
     "flow_to_vp_state",
     "flux_mu",
     "flux_schedule",
+    "guidance_mix",
     "linear_beta_alphas_cumprod",
     "sample_euler",
     "time_shift",
@@ -153,6 +154,11 @@ def sample_euler(
     return state.to(x.dtype)
 
 
+def guidance_mix(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance: uncond + scale * (cond - uncond) (Ho & Salimans 2022; Wan2.1 ``text2video.py``)."""
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
 def classifier_free_guidance(model_cond: Model, model_uncond: Model, scale: float) -> Model:
     """Model callable returning uncond + scale * (cond - uncond) (Ho & Salimans 2022; Wan2.1 ``text2video.py``).
 
@@ -163,8 +169,7 @@ def classifier_free_guidance(model_cond: Model, model_uncond: Model, scale: floa
 
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
         v_cond = model_cond(x, sigma)
-        v_uncond = model_uncond(x, sigma)
-        return v_uncond + scale * (v_cond - v_uncond)
+        return guidance_mix(v_cond, model_uncond(x, sigma), scale)
 
     return guided
 

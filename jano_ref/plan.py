@@ -15,6 +15,7 @@ every ``static_interval`` steps, moderate ones every ``medium_interval`` steps, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -92,8 +93,13 @@ class JanoPlan:
     def num_tokens(self) -> int:
         return int(self.token_levels.numel())
 
+    @cached_property
+    def _index_by_level(self) -> dict[int, Tensor | None]:
+        # one nonzero() per step level, not one per step: the sampler asks at every step
+        return {level: computed_tokens(self.token_levels, level) for level in set(self.step_levels)}
+
     def computed(self, i: int) -> Tensor | None:
-        return computed_tokens(self.token_levels, self.step_levels[i])
+        return self._index_by_level[self.step_levels[i]]
 
     def token_counts(self) -> list[int]:
         """Tokens computed at every step."""

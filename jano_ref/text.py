@@ -108,9 +108,9 @@ class TinyTextEncoder:
         through a fixed Gaussian projection scaled by 1/sqrt(dim) to keep unit-scale entries."""
         ids = self._ids_tensor(captions, max_tokens)
         words = (ids != self.PAD).float()[..., None]
-        emb = self.embedding_table(dim)[ids]
-        mean = (emb * words).sum(1) / words.sum(1).clamp_min(1)
-        mean = torch.where(words.sum(1) > 0, mean, self.embedding_table(dim)[self.PAD])
+        table = self.embedding_table(dim)
+        mean = (table[ids] * words).sum(1) / words.sum(1).clamp_min(1)
+        mean = torch.where(words.sum(1) > 0, mean, table[self.PAD])
         g = _seeded_generator("tiny-text", self.seed, "pooled", dim, out_dim)
         projection = torch.randn(dim, out_dim, generator=g)
         return (mean @ projection / math.sqrt(dim)).to(device=device, dtype=dtype)

@@ -93,11 +93,12 @@ def load_checkpoint(
     ``strict=False`` tolerates missing and unexpected keys (never shape mismatches); unexpected ones are not read.
     """
     plan = _plan(source, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model_state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in model_state.items()}
     problem = diagnose(expected, {k: e.shape for k, e in plan.items()}, strict=strict, model_kind=type(model).__name__)
     if problem:
         raise CheckpointError(f"{source}: {problem}")
-    model_dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    model_dtypes = {k: v.dtype for k, v in model_state.items()}
     tensors = _load({k: e for k, e in plan.items() if k in expected}, device or "cpu", dtype or model_dtypes)
     model.load_state_dict(tensors, strict=strict, assign=True)
     # Anything not in the checkpoint (missing keys under strict=False, non-persistent buffers) stays on meta.

@@ -48,9 +48,8 @@ def _flux_field(device, dtype, latent: int, **overrides) -> FluxVelocity:
     return FluxVelocity(model, cond, (latent, latent))
 
 
-def _forward_seconds(field, num_tokens: int, repeats: int, device, dtype) -> float:
-    x = torch.randn(1, num_tokens, 64 if isinstance(field, WanVelocity) else field.model.params.in_channels,
-                    device=device, dtype=dtype)
+def _forward_seconds(field: FluxVelocity, num_tokens: int, repeats: int, device, dtype) -> float:
+    x = torch.randn(1, num_tokens, field.model.params.in_channels, device=device, dtype=dtype)
     with torch.inference_mode():
         return median_seconds(lambda: field(x, torch.tensor(0.5, device=device)), repeats, device)
 

@@ -127,8 +127,7 @@ def sample_jano(
                 v[:, index] = fresh.to(v.dtype)
         report.step_seconds.append(time.perf_counter() - start)
         if callback is not None:
-            callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, level=level,
-                          computed=None if index is None else index))
+            callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, level=level, computed=index))
 
         dt = (sigma_next - sigma).to(state.dtype)
         if config.hold_frozen_latents and index is not None:

@@ -1,6 +1,6 @@
 """Jano early-stage complexity recognition: which latent blocks are still changing after a few warm-up steps.
 
-Pipeline (Jano §4; official ``jano/dynamic_analyzer.py``), read top to bottom in ``analyze``:
+Pipeline (official ``jano/dynamic_analyzer.py``; notes ``jano-official-code.md`` §5), read top to bottom in ``analyze``:
 
     warm-up velocities [K, C, T, H, W]
       -> blocks (bt, bh, bw), zero-padded with an explicit validity mask        ``BlockGrid``

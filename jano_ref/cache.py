@@ -1,4 +1,4 @@
-"""The per-level diffusion KV cache (Jano §4.3; official ``process_kv_sequence``).
+"""The per-level diffusion KV cache (official ``process_kv_sequence``; notes ``jano-official-code.md`` §8).
 
 Keys and values are cached inside every self-attention, after QK-norm and RoPE, per layer and per
 level. A token that is not computed this step still serves as a key/value with what it had at its

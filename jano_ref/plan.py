@@ -1,4 +1,7 @@
-"""The step plan: which tokens each denoising step computes, and what that costs (Jano §4.3).
+"""The step plan: which tokens each denoising step computes, and what that costs.
+
+Source: the official code's ``update_step_level`` (notes ``jano-official-code.md`` §7; the paper's own
+section could not be checked).
 
 Step levels (official ``update_step_level``, identical for Flux and Wan):
 

@@ -4,7 +4,7 @@
 
 Loss: E || v(x_t, t) - (eps - x0) ||^2 with x_t = (1 - t) x0 + t eps (the flow convention of ``sampling.py``),
 t ~ logit-normal (SD3, Esser et al. 2024, §3.1), captions dropped to "" with probability ``caption_dropout`` so the
-model also learns the unconditional velocity that classifier-free guidance needs. An exponential moving average
+model also learns the unconditional velocity that classifier-free guidance needs (Ho & Salimans 2022). An exponential moving average
 of the weights is what gets shipped.
 
 Checkpoints are safetensors only (never pickle): ``NAME.safetensors`` (EMA weights, the shipped file),

@@ -1,4 +1,5 @@
-"""Minimal PNG writer and latent-to-picture helper (zlib only, so no imaging library is needed)."""
+"""Minimal PNG and GIF writers and a latent-to-picture helper (zlib and numpy only, so no imaging library is
+needed)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,104 @@ def latent_preview(latent: Tensor, scale: int = 8) -> np.ndarray:
     x = (x - lo) / (hi - lo).clamp_min(1e-12)
     img = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     return img.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+# GIF palette: a fixed 6 x 7 x 6 RGB cube (252 colours; green gets the extra level because the eye resolves it
+# best), padded with black to 256 entries. A fixed palette needs no per-animation search and keeps the output
+# deterministic; its cost is visible banding in smooth gradients.
+_GIF_LEVELS = (6, 7, 6)
+_GIF_PALETTE = np.zeros((256, 3), dtype=np.uint8)
+_GIF_PALETTE[:252] = np.stack(
+    np.meshgrid(*[np.rint(np.arange(n) * 255 / (n - 1)) for n in _GIF_LEVELS], indexing="ij"), axis=-1
+).reshape(-1, 3)
+_GIF_PALETTE.flags.writeable = False  # a constant: callers get copies
+
+
+def quantise_for_gif(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [H, W, 3] frame -> (palette indices uint8 [H, W], palette uint8 [256, 3]); each channel is rounded
+    to the nearest level of the 6 x 7 x 6 colour cube, so ``palette[indices]`` is what a GIF viewer shows."""
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"expected a uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
+    # (v * (n - 1) + 127) // 255 = round(v * (n - 1) / 255) in integers, halves rounded up.
+    r, g, b = ((frame[..., c].astype(np.int32) * (n - 1) + 127) // 255 for c, n in enumerate(_GIF_LEVELS))
+    return ((r * _GIF_LEVELS[1] + g) * _GIF_LEVELS[2] + b).astype(np.uint8), _GIF_PALETTE.copy()
+
+
+def _lzw_encode(indices: bytes, min_code_size: int = 8) -> bytes:
+    """GIF-flavoured LZW: codes packed LSB first, width growing from min_code_size + 1 to 12 bits, and a clear
+    code (then a fresh table) as soon as the 4096-entry table is full."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    out, acc, nbits = bytearray(), 0, 0
+
+    def emit(code: int, width: int) -> None:
+        nonlocal acc, nbits
+        acc |= code << nbits
+        nbits += width
+        while nbits >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            nbits -= 8
+
+    table: dict[int, int] = {}  # (prefix code << 8 | next index) -> code
+    width, next_code = min_code_size + 1, end + 1
+    emit(clear, width)
+    prefix = indices[0]
+    for byte in indices[1:]:
+        key = prefix << 8 | byte
+        code = table.get(key)
+        if code is not None:
+            prefix = code
+            continue
+        emit(prefix, width)
+        table[key] = next_code
+        next_code += 1
+        # The decoder adds its entries one code later, so it widens once the largest code in use needs it.
+        if next_code - 1 == 1 << width and width < 12:
+            width += 1
+        if next_code == 4096:
+            emit(clear, width)
+            table.clear()
+            width, next_code = min_code_size + 1, end + 1
+        prefix = byte
+    emit(prefix, width)
+    emit(end, width)
+    if nbits:
+        out.append(acc & 0xFF)
+    return bytes(out)
+
+
+def write_gif(path: str | Path, frames, *, duration_ms: int = 250, loop: int = 0) -> Path:
+    """Write uint8 [H, W, 3] frames as a GIF89a animation shown ``duration_ms`` per frame (GIF stores
+    hundredths of a second) and repeated ``loop`` times (0 = forever). Colours are snapped to the fixed
+    6 x 7 x 6 cube of ``quantise_for_gif``."""
+    frames = list(frames)
+    if not frames:
+        raise ValueError("write_gif needs at least one frame")
+    shape = frames[0].shape
+    for i, f in enumerate(frames):
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3 or f.shape != shape:
+            raise ValueError(f"frame {i} is {f.dtype} {f.shape}; every frame must be uint8 {shape} with 3 channels")
+    h, w = shape[:2]
+    if not (0 < h < 65536 and 0 < w < 65536):
+        raise ValueError(f"GIF frames must be 1..65535 pixels a side, got {h} x {w}")
+    delay = max(0, min(65535, round(duration_ms / 10)))
+
+    def sub_blocks(data: bytes) -> bytes:
+        return b"".join(bytes([len(data[i : i + 255])]) + data[i : i + 255] for i in range(0, len(data), 255)) + b"\0"
+
+    parts = [
+        b"GIF89a",
+        struct.pack("<HHBBB", w, h, 0xF7, 0, 0),  # global 256-colour table, 8 bits per primary
+        _GIF_PALETTE.tobytes(),
+        b"\x21\xff\x0bNETSCAPE2.0" + struct.pack("<BBHB", 3, 1, loop, 0),
+    ]
+    for frame in frames:
+        indices, _ = quantise_for_gif(frame)
+        parts.append(b"\x21\xf9\x04" + struct.pack("<BHBB", 0x04, delay, 0, 0))  # disposal: leave in place
+        parts.append(b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0))  # full-frame image, no local table
+        parts.append(b"\x08" + sub_blocks(_lzw_encode(indices.tobytes(), 8)))
+    parts.append(b"\x3b")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(parts))
+    return path

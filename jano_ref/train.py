@@ -69,6 +69,12 @@ def logit_normal_t(batch: int, generator: torch.Generator) -> Tensor:
     return torch.sigmoid(torch.randn(batch, generator=generator))
 
 
+def ema_decay_at(step: int, max_decay: float) -> float:
+    """EMA decay with warm-up, min(max_decay, (1 + k) / (10 + k)): a short run's average is not dominated by the
+    random initial weights (0.999 ** 1000 would still give them 37 % of the weight)."""
+    return min(max_decay, (1 + step) / (10 + step))
+
+
 def flow_matching_loss(model, cfg: TrainConfig, pixels: Tensor, captions: list[str], encoder: TinyTextEncoder,
                        generator: torch.Generator) -> Tensor:
     """Mean squared error between the predicted and the true velocity eps - x0 on one batch."""
@@ -168,8 +174,9 @@ def train(cfg: TrainConfig, out: str | Path, *, log=print) -> TrainState:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         with torch.no_grad():
+            decay = ema_decay_at(k, cfg.ema_decay)
             for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - cfg.ema_decay)
+                e.lerp_(p, 1 - decay)
         state.step += 1
         state.losses.append(loss.item())
         state.seconds = time.perf_counter() - start

@@ -35,3 +35,12 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     train(TrainConfig(steps=1, batch_size=2, checkpoint_every=1), tmp_path, log=lambda _: None)
     with pytest.raises(ValueError, match="another config"):
         train(TrainConfig(steps=2, batch_size=4, checkpoint_every=1), tmp_path, log=lambda _: None)
+
+
+def test_ema_decay_warms_up_and_caps():
+    from jano_ref.train import ema_decay_at
+
+    decays = [ema_decay_at(k, 0.999) for k in range(5000)]
+    assert decays[0] == 0.1  # the first average is mostly the freshly trained weights
+    assert all(a <= b for a, b in zip(decays, decays[1:]))
+    assert max(decays) == 0.999 and decays[-1] == 0.999

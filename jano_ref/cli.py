@@ -1,98 +1,210 @@
 """The ``jano`` command (also ``python -m jano_ref``).
 
-    jano generate "a red circle" [--model flux-test] [--method jano|full] [--preset flux-dev] [--steps 20]
-                                 [--seed 0] [--out out]
-    jano models
+    jano generate "a red striped circle on a flat background"     Jano vs full compute on tiny-flux, in seconds
+    jano analyze "a blue checkered square on a gradient background"   complexity, levels, token counts, ground truth
+    jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
+    jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
+    jano report                                                  regenerate the README results section
+    jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
+    jano models                                                  list model presets
 
-Until trained weights ship in ``weights/``, ``generate`` samples from a randomly initialised small model
-with hashed stand-in text features: it exercises the whole pipeline (conditioning, schedule, Euler
-sampler, model forward) and says so, but the picture has no meaning.
+The tiny models are trained on procedural captioned pictures (``jano_ref.data``): prompts read like
+"a COLOUR [TEXTURE] SHAPE on a flat|gradient background" (videos add "moving left|right|up|down" or
+"standing still"); colours red green blue yellow magenta cyan white, shapes circle square triangle ring cross,
+textures striped checkered noisy scribbled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import models
-from models.flux import latent_size
 
 from .config import PRESETS as JANO_PRESETS
-from .generate import METHODS, generate
-from .imageio import latent_preview, write_png
-from .pipeline import FluxConditioning, FluxVelocity, WanVelocity
-from .sampling import flux_schedule, sample_euler, wan_schedule
-from .text import hashed_text_features
+from .data import caption_agreement
+from .generate import generate
+from .imageio import write_gif, write_png
+from .plot import heatmap, image_grid, level_overlay, xy_chart
+from .progress import Progress
+from .tiny import SPECS, Setup, caption_truth, load_model, prepare
 
-RANDOM_WEIGHT_NOTICE = (
-    "note: {model} has random weights (no trained weights ship yet), and the prompt is turned into hashed "
-    "stand-in features; the output shows that the pipeline runs, not a meaningful image."
-)
+VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
+
+
+def _to_uint8(frame: torch.Tensor, scale: int = VIEW_SCALE) -> np.ndarray:
+    """[3, H, W] in [0, 1] -> uint8 [H*scale, W*scale, 3]."""
+    img = (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return img.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def _write_picture(out: Path, stem: str, pixels: torch.Tensor) -> list[Path]:
+    """pixels [3, T, H, W]: a PNG for an image; a GIF plus one PNG per frame for a video."""
+    frames = [_to_uint8(pixels[:, t]) for t in range(pixels.shape[1])]
+    if len(frames) == 1:
+        return [write_png(out / f"{stem}.png", frames[0])]
+    files = [write_gif(out / f"{stem}.gif", frames, duration_ms=250)]
+    return files + [write_png(out / f"{stem}_frame{t:02d}.png", f) for t, f in enumerate(frames)]
+
+
+def level_map_picture(setup: Setup, pixels: torch.Tensor, token_levels: torch.Tensor) -> np.ndarray:
+    """The level of every token over the picture (every frame side by side for video)."""
+    t, h, w = setup.field.token_grid
+    levels = token_levels.reshape(t, h, w).cpu().numpy()
+    frame_of = lambda i: min(i * pixels.shape[1] // t, pixels.shape[1] - 1)  # noqa: E731
+    tiles = [level_overlay(_to_uint8(pixels[:, frame_of(i)]), levels[i], base=1) for i in range(t)]
+    return tiles[0] if t == 1 else image_grid(tiles, cols=t, labels=[f"frame {i}" for i in range(t)])
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def _load(args: argparse.Namespace):
+    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+                      random_weights=getattr(args, "random_weights", False))
 
 
 def _generate(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.weight_seed)  # random weights are part of the model's identity: fix them
-    model = models.build_model(args.model)
-    p = model.params
+    from .bench import timed_runs
+    from .metrics import frame_metrics
+
+    model = _load(args)
+    setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
+    preset = args.preset or setup.spec.jano_preset
+    methods = ["full"] if args.method == "full" else ["full", args.method]
     out = Path(args.out)
-    g = torch.Generator().manual_seed(args.seed)
+    device = torch.device(args.device)
+    runs, seconds = {}, {}
+    runs_per_method = args.warmup + args.repeats
+    with Progress(len(methods) * runs_per_method * args.steps, f"{args.model} sampling") as bar:
+        for method in methods:
+            def once(method=method):
+                return generate(setup.field, setup.noise, setup.sigmas, method=method, config=preset,
+                                callback=lambda info: bar.update(note=method))
+            runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
 
-    if isinstance(model, models.Flux):
-        h, w = latent_size(args.size, args.size)
-        latent_channels = p.in_channels // 4
-        cond = FluxConditioning(
-            txt=hashed_text_features(args.prompt, 16, p.context_in_dim),
-            y=hashed_text_features(args.prompt, 1, p.vec_in_dim, salt="pooled")[:, 0],
-            guidance=3.5 if p.guidance_embed else None,
-        )
-        field = FluxVelocity(model, cond, (h, w))
-        noise = torch.randn(1, latent_channels, h, w, generator=g)
-        sigmas = flux_schedule(args.steps, field.token_grid[1] * field.token_grid[2], shift=p.guidance_embed)
-    else:
-        f, h, w = args.frames, args.size // 8, args.size // 8
-        field = WanVelocity(
-            model,
-            context=hashed_text_features(args.prompt, 16, p.text_dim),
-            context_uncond=hashed_text_features("", 16, p.text_dim),
-            latent_fhw=(f, h, w),
-        )
-        noise = torch.randn(1, p.in_dim, f, h, w, generator=g)
-        sigmas = wan_schedule(args.steps)
+    files, summary = [], dict(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed,
+                              method=args.method, preset=preset if args.method == "jano" else None,
+                              tokens=int(setup.noise.shape[1]), random_weights=args.random_weights)
+    pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
+    for m in methods:
+        files += _write_picture(out, m, pixels[m])
+    truth = caption_truth(args.prompt)
+    if truth is not None:
+        summary["caption_agreement"] = {m: caption_agreement(p if p.shape[1] > 1 else p[:, 0], truth)
+                                        for m, p in pixels.items()}
+    median = {m: float(np.median(s)) for m, s in seconds.items()}
+    summary["denoise_seconds_median"] = median
+    print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
+          f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
+    if args.method != "full":
+        report = runs[args.method].report
+        files.append(write_png(out / "levels.png", level_map_picture(setup, pixels[args.method], report.token_levels)))
+        quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
+        summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=report.ideal_speedup,
+                       token_fraction=sum(report.token_counts) / (args.steps * setup.noise.shape[1]), **quality)
+        print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
+        print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
+              f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
+              f"LPIPS {quality['lpips']:.4f}")
+    if "caption_agreement" in summary:
+        print("caption agreement (colour, shape): " + ", ".join(
+            f"{m} {a['colour']}/{a['shape']}" for m, a in summary["caption_agreement"].items()))
+    if args.random_weights:
+        print("note: random weights (--random-weights): the pictures are meaningless; only the pipeline is exercised")
+    summary["files"] = [str(f) for f in files]
+    files.append(out / "summary.json")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
 
-    preset = args.preset or ("flux-dev" if isinstance(model, models.Flux) else "wan")
-    noise_tokens = field.to_tokens(noise)
-    log = (lambda text: print(f"jano plan ({preset}):\n{text}")) if args.method == "jano" else None
-    runs = {}
-    if args.method != "full":  # the reference runs first, so the timed method does not pay the cold start alone
-        runs["full"] = generate(field, noise_tokens, sigmas, method="full")
-    result = runs[args.method] = generate(field, noise_tokens, sigmas, method=args.method, config=preset, log=log)
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze_prompt
+
+    model = _load(args)
+    with Progress(1, "analyze (full trajectory + Jano run)") as bar:
+        result = analyze_prompt(args.model, args.prompt, steps=args.steps, seed=args.seed, preset=args.preset,
+                                model=model)
+        bar.update()
+    out = Path(args.out)
+    report = result.jano.report
+    full_pixels = result.setup.decode(result.trajectory.run.tokens)
+    jano_pixels = result.setup.decode(result.jano.tokens)
+
+    def maps(values: torch.Tensor, title: str) -> np.ndarray:
+        frames = [heatmap(values[i].cpu().numpy(), title=f"{title}" + (f" (frame block {i})" if len(values) > 1 else ""),
+                          cell=24) for i in range(values.shape[0])]
+        return frames[0] if len(frames) == 1 else image_grid(frames, cols=len(frames))
 
     files = []
-    for method, run in runs.items():
-        latent = field.to_latent(run.tokens)[0]  # [C, T, H, W]
-        files += [write_png(out / f"{method}_frame{i:02d}.png", latent_preview(latent[:, i])) for i in range(latent.shape[1])]
+    if report.complexity is not None:
+        files.append(write_png(out / "complexity.png", maps(report.complexity.enhanced, "Jano complexity")))
+        files.append(write_png(out / "levels.png", level_map_picture(result.setup, jano_pixels, report.token_levels)))
+    files.append(write_png(out / "convergence.png", maps(result.convergence, "GT convergence")))
+    files.append(write_png(out / "fft_complexity.png", maps(result.fft_complexity, "GT complexity (FFT)")))
+    counts = report.token_counts or [result.setup.noise.shape[1]] * args.steps
+    steps = list(range(len(counts)))
+    files.append(write_png(out / "token_counts.png", xy_chart(
+        {"full": (steps, [result.setup.noise.shape[1]] * len(steps)), "jano": (steps, counts)},
+        title=f"tokens computed per step ({args.model}, {report.config.source.split(' ')[0] if report.config.source else ''})",
+        xlabel="step", ylabel="tokens", markers=False)))
+    files += _write_picture(out, "full", full_pixels) + _write_picture(out, "jano", jano_pixels)
     summary = dict(
-        model=args.model, prompt=args.prompt, method=args.method, preset=preset if args.method == "jano" else None,
-        steps=args.steps, seed=args.seed, tokens=int(noise_tokens.shape[1]), random_weights=True,
-        denoise_seconds={m: round(r.seconds, 4) for m, r in runs.items()},
-        ideal_speedup=round(result.report.ideal_speedup, 3), files=[str(f) for f in files],
+        model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed,
+        thresholds=report.thresholds, ideal_speedup=report.ideal_speedup, token_counts=counts,
+        spearman={k: dict(rho=v[0], p=v[1]) for k, v in result.correlations.items()},
+        complexity=None if report.complexity is None else report.complexity.enhanced.tolist(),
+        convergence=result.convergence.tolist(), fft_complexity=result.fft_complexity.tolist(),
     )
-    if args.method != "full":
-        full = runs["full"].tokens
-        summary["measured_speedup"] = round(runs["full"].seconds / result.seconds, 3)
-        summary["relative_error_vs_full"] = float((result.tokens - full).norm() / full.norm())
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(RANDOM_WEIGHT_NOTICE.format(model=args.model), file=sys.stderr)
-    print(f"{args.model}, {args.method}: {args.steps} steps over {noise_tokens.shape[1]} tokens in {result.seconds:.2f} s")
-    if args.method != "full":
-        print(f"speedup vs full (one run each; see python -m jano_ref.benchmarks for medians): "
-              f"measured {summary['measured_speedup']:.2f}x, ideal {summary['ideal_speedup']:.2f}x; "
-              f"relative latent error vs full {summary['relative_error_vs_full']:.3g}")
-    print(f"wrote {len(files)} PNG(s) and {out / 'summary.json'}")
+    (out / "analysis.json").write_text(json.dumps(summary, indent=1))
+    for name, (rho, p) in result.correlations.items():
+        print(f"Spearman {name.replace('_', ' ')}: rho {rho:.3f} (p = {p:.2g})")
+    print("wrote " + ", ".join(str(f) for f in files + [out / "analysis.json"]))
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .analysis import run_study, study_markdown
+
+    result = run_study(args.model, prompts=args.prompts, steps=args.steps, model=_load(args), preset=args.preset)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(result.to_dict(), indent=1))
+    (out / "study.md").write_text(study_markdown(result))
+    ks = result.warmup_steps
+    write_png(out / "fig8.png", xy_chart({k.replace("_vs_", " vs "): (ks, v) for k, v in result.accuracy.items()},
+                                         title=f"{args.model}: recognition accuracy vs warm-up steps",
+                                         xlabel="warm-up steps K", ylabel="tercile accuracy", ylim=(0, 1),
+                                         hlines={"chance": 1 / 3}))
+    print(study_markdown(result))
+    print(f"wrote {out / 'study.json'}, {out / 'study.md'}, {out / 'fig8.png'}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import Bench, BenchConfig, results_markdown
+
+    cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
+                      presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
+                      seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
+                      repeats=args.repeats, device=args.device, dtype=args.dtype)
+    results = Bench(cfg, args.out).run()
+    print(results_markdown(results))
+    print(f"wrote {args.out}/results.json, results.md, pareto.png")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import regenerate
+
+    regenerate(args.readme, args.out, quick=args.quick)
     return 0
 
 
@@ -116,20 +228,59 @@ def _models(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jano", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sorted(SPECS)
 
-    gen = sub.add_parser("generate", help="sample one image or video")
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default="tiny-flux", choices=tiny)
+        p.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS),
+                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan)")
+        p.add_argument("--steps", type=int, default=50)
+        p.add_argument("--random-weights", action="store_true",
+                       help="seeded random weights instead of the trained ones (pipeline checks only)")
+        _device_args(p)
+
+    gen = sub.add_parser("generate", help="sample with Jano and with full compute; compare them")
     gen.add_argument("prompt")
-    gen.add_argument("--model", default="flux-test", choices=["flux-test", "wan-test"])
-    gen.add_argument("--method", default="jano", choices=METHODS)
-    gen.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS),
-                     help="Jano preset (default: flux-dev for Flux models, wan for Wan models)")
-    gen.add_argument("--steps", type=int, default=20)
+    model_args(gen)
+    gen.add_argument("--method", default="jano", choices=["jano", "full"])
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
-    gen.add_argument("--weight-seed", type=int, default=0, help="seed of the random weights")
-    gen.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size/8)")
-    gen.add_argument("--frames", type=int, default=3, help="latent frames (wan only)")
+    gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
+    gen.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
     gen.add_argument("--out", default="out")
     gen.set_defaults(func=_generate)
+
+    ana = sub.add_parser("analyze", help="complexity map, level map, token counts and ground-truth convergence")
+    ana.add_argument("prompt")
+    model_args(ana)
+    ana.add_argument("--seed", type=int, default=0)
+    ana.add_argument("--out", default="out/analyze")
+    ana.set_defaults(func=_analyze)
+
+    st = sub.add_parser("study", help="Jano §3 Spearman rho and Fig. 8 recognition accuracy over many prompts")
+    model_args(st)
+    st.add_argument("--prompts", type=int, default=16)
+    st.add_argument("--out", default="out/study")
+    st.set_defaults(func=_study)
+
+    be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
+    be.add_argument("--model", default="tiny-flux", choices=tiny)
+    be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, steps")
+    be.add_argument("--presets", default=None, help="comma-separated Jano presets (steps also takes step counts)")
+    be.add_argument("--prompts", type=int, default=8)
+    be.add_argument("--seeds", default="0", help="comma-separated noise seeds")
+    be.add_argument("--steps", type=int, default=50)
+    be.add_argument("--warmup", type=int, default=1)
+    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--out", default="bench")
+    _device_args(be)
+    be.set_defaults(func=_bench)
+
+    rep = sub.add_parser("report", help="run the README benchmarks and analyses and rewrite its results section")
+    rep.add_argument("--readme", default="README.md")
+    rep.add_argument("--out", default="bench")
+    rep.add_argument("--quick", action="store_true", help="few prompts (a smoke run, not for publishing)")
+    rep.set_defaults(func=_report)
 
     tr = sub.add_parser("train", help="train a tiny model on the procedural data (resumable)")
     tr.add_argument("model", choices=["tiny-flux", "tiny-wan"])

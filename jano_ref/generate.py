@@ -42,23 +42,25 @@ def generate(
     layout=None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    level_map: Callable[[Tensor], Tensor] | None = None,
 ) -> Generation:
     """Sample token latents from ``noise`` [B, L, D] over ``sigmas`` with ``method``.
 
     ``field`` is a token velocity field (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity``
     over one, with ``layout`` the field that knows the token grid). ``config`` is a Jano preset name or a
-    ``JanoConfig``. The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    ``JanoConfig``; ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     with torch.inference_mode():  # sampling never needs gradients
-        return _generate(field, noise, sigmas, method, config, layout, callback, log)
+        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map)
 
 
-def _generate(field, noise, sigmas, method, config, layout, callback, log) -> Generation:
+def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map) -> Generation:
     start = time.perf_counter()
     if method == "jano":
-        tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log)
+        tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
+                                     level_map=level_map)
     else:
         steps: list[float] = []
         last = [time.perf_counter()]

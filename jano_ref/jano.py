@@ -59,9 +59,13 @@ def block_grid_for(layout, config: JanoConfig) -> BlockGrid:
 
 
 def decide_levels(
-    warmup: Tensor, layout, config: JanoConfig, num_steps: int, cost: TokenCost
+    warmup: Tensor, layout, config: JanoConfig, num_steps: int, cost: TokenCost,
+    level_map: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[ComplexityReport, Tensor, Tensor, JanoPlan, tuple[float, float]]:
-    """Warm-up velocities [K, C, T, H, W] -> complexity, block levels, token levels and the step plan."""
+    """Warm-up velocities [K, C, T, H, W] -> complexity, block levels, token levels and the step plan.
+
+    ``level_map`` replaces the analyzer's block levels before planning (ablations, e.g. Jano §6.5's random maps
+    with the same level fractions: ``study.shuffled_levels``)."""
     grid = block_grid_for(layout, config)
     complexity = analyze(warmup, grid, alpha=config.alpha, d_strength=config.d_strength, d_distance=config.d_distance)
 
@@ -78,6 +82,8 @@ def decide_levels(
     else:
         choice = search_thresholds(complexity.enhanced, lambda bl: plan_for(bl).ideal_speedup(cost), config.target_speedup)
         thresholds, block_levels = (choice.static_thresh, choice.medium_thresh), choice.levels
+    if level_map is not None:
+        block_levels = level_map(block_levels)
     plan = plan_for(block_levels)
     return complexity, block_levels, plan.token_levels, plan, thresholds
 
@@ -91,11 +97,13 @@ def sample_jano(
     layout=None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    level_map: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, JanoReport]:
     """Euler sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
     (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity`` over one); ``layout`` gives the
     token grid, ``to_latent``, ``branches`` and ``token_cost`` (defaults to ``field_`` itself).
-    ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps."""
+    ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps;
+    ``level_map`` (see ``decide_levels``) overrides the block levels."""
     layout = layout if layout is not None else field_
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
@@ -141,7 +149,7 @@ def sample_jano(
             if len(warmup) - config.include_noise == config.warmup_steps:
                 start = time.perf_counter()
                 complexity, block_levels, tok_levels, plan, thresholds = decide_levels(
-                    stack_warmup(warmup), layout, config, num_steps, cost
+                    stack_warmup(warmup), layout, config, num_steps, cost, level_map
                 )
                 report.analysis_seconds = time.perf_counter() - start
                 caches = {b: LevelKVCache(tok_levels.to(x.device)) for b in layout.branches}

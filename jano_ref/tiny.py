@@ -7,8 +7,8 @@
 ``tiny-flux`` and ``tiny-wan`` are small configs of our own Flux and Wan modules trained by ``jano train`` on
 the procedural data of ``jano_ref.data``; their weights ship in ``weights/`` (model cards next to them). They see
 pixels through ``models.autoencoder.SpaceToDepth`` and captions through ``text.TinyTextEncoder``, so the Flux / Wan
-interfaces run unchanged. ``flux-test`` / ``wan-test`` are random-weight models of the same layout (no meaning,
-but no file needed) for quick pipeline checks.
+interfaces run unchanged. ``load_model(name, random_weights=True)`` gives the same architecture with seeded random
+weights (no meaning, no file needed) for tests and pipeline checks.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ class TinySpec:
     frames: int | None  # pixel frames (= latent frames: SpaceToDepth does not compress time); None for images
     guide_scale: float
     jano_preset: str
-    trained: bool = True
     shift: float | None = None
     text_tokens: int = 16
 
@@ -53,8 +52,6 @@ class TinySpec:
 SPECS: dict[str, TinySpec] = {
     "tiny-flux": TinySpec("tiny-flux", 64, None, guide_scale=4.0, jano_preset="flux-dev"),
     "tiny-wan": TinySpec("tiny-wan", 64, 4, guide_scale=4.0, jano_preset="wan", shift=3.0),
-    "flux-test": TinySpec("flux-test", 64, None, guide_scale=4.0, jano_preset="flux-dev", trained=False),
-    "wan-test": TinySpec("wan-test", 64, 4, guide_scale=4.0, jano_preset="wan", trained=False, shift=3.0),
 }
 
 
@@ -64,11 +61,11 @@ def weights_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
 
 
-def load_model(name: str, *, device=None, dtype=None, weights: str | Path | None = None):
+def load_model(name: str, *, device=None, dtype=None, weights: str | Path | None = None, random_weights: bool = False):
     """Build ``name`` and load its trained weights (``weights`` = a .safetensors file; default
-    ``weights_dir()/NAME.safetensors``). ``flux-test`` / ``wan-test`` get seed-0 random weights."""
-    spec = _spec(name)
-    if not spec.trained:
+    ``weights_dir()/NAME.safetensors``), or give it seed-0 random weights (``random_weights=True``)."""
+    _spec(name)
+    if random_weights:
         with torch.random.fork_rng(devices=[]):  # random weights are part of the model's identity: fix them
             torch.manual_seed(0)
             model = models.build_model(name)

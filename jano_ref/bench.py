@@ -1,0 +1,392 @@
+"""``jano bench``: every method on the same prompts and seeds, with one timer and one metric code path.
+
+    jano bench --model tiny-flux --methods full,jano,random-levels,steps --presets flux-dev --prompts 8 --out bench/
+
+Methods (a run is a method and a preset):
+
+* ``full``           every token at every step (the reference; speedup 1).
+* ``jano``           Jano with a named preset (``jano_ref.config.PRESETS``).
+* ``random-levels``  Jano's schedule, but the block levels of each generation are shuffled at random: the same
+                     fractions of static / moderate / active blocks in the wrong places (Jano §6.5 ablation).
+* ``steps``          uniform step reduction: full compute with fewer steps. Preset ``P`` (a Jano preset) takes
+                     round(steps / ideal speedup of jano/P) steps, i.e. the same compute as Jano; an integer
+                     preset takes that many steps.
+
+Timing covers the denoising loop only (text encoding and decoding excluded, as the paper does): ``--warmup``
+untimed runs, then the median of ``--repeats`` timed runs, per prompt and seed; a run's latency is the median of
+those medians and its speedup is full's latency over it. Quality (PSNR, SSIM, LPIPS against the full run on the
+same prompt and seed, in pixel space, per frame for video) is a mean over prompts and seeds.
+
+Every (run, prompt, seed) cell is written atomically to ``DIR/cells/`` as it finishes; re-running skips the
+cells that exist, so an interrupted bench resumes. ``DIR/results.json``, ``results.md`` and ``pareto.png`` are
+rebuilt from the cells at the end of every invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .config import PRESETS as JANO_PRESETS
+from .data import caption_agreement
+from .generate import Generation, generate
+from .imageio import write_png
+from .metrics import LPIPS, frame_metrics
+from .plot import xy_chart
+from .progress import Progress
+from .study import shuffled_levels
+from .tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
+
+BENCH_METHODS = ("full", "jano", "random-levels", "steps")
+
+
+@dataclass
+class BenchConfig:
+    model: str = "tiny-flux"
+    methods: tuple[str, ...] = ("full", "jano")
+    presets: tuple[str, ...] | None = None  # Jano presets (default: the model's own)
+    prompts: int = 8
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 50
+    warmup: int = 1
+    repeats: int = 3
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in BENCH_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(BENCH_METHODS)}")
+        if self.model not in SPECS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SPECS)}")
+        if self.repeats < 3:
+            raise ValueError(f"repeats={self.repeats}: a median needs at least 3 timed runs")
+        if self.presets is None:
+            self.presets = (SPECS[self.model].jano_preset,)
+        for p in self.presets:
+            if p not in JANO_PRESETS and not p.isdigit():
+                raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}) or, for "
+                                 "the steps method, a step count")
+
+    def identity(self) -> dict:
+        """What a cell's numbers depend on (prompts, methods and presets may grow between invocations)."""
+        return dict(model=self.model, steps=self.steps, warmup=self.warmup, repeats=self.repeats,
+                    device=self.device, dtype=self.dtype)
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(method, preset) pairs in execution order: full first, steps after the Jano runs it matches."""
+        order = [m for m in BENCH_METHODS if m in self.methods]
+        out = []
+        for m in order:
+            if m == "full":
+                out.append(("full", "-"))
+            else:
+                out += [(m, p) for p in self.presets if m == "steps" or not p.isdigit()]
+        return out
+
+
+# ---- measurement ------------------------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Extra memory a block of code needed at its peak, in MiB: CUDA allocator peak on GPUs; on CPUs the peak
+    resident set size (sampled every millisecond from /proc/self/statm, so Linux only; None elsewhere) above the
+    resident size at entry."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_mb = device, None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif os.path.exists("/proc/self/statm"):
+            self._page = os.sysconf("SC_PAGE_SIZE")
+            self._base = self._peak = self._rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._peak = max(self._peak, self._rss())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_runs(run: Callable[[], Generation], warmup: int, repeats: int, device: torch.device):
+    """(last generation, [seconds of each timed run], peak extra memory in MiB of the first run)."""
+    with PeakMemory(device) as memory:
+        result = run()
+    for _ in range(warmup - 1):
+        run()
+    seconds = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        result = run()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return result, seconds, memory.peak_mb
+
+
+# ---- cells --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    method: str
+    preset: str
+    prompt_index: int
+    seed: int
+    prompt: str
+    params: dict
+    seconds: list[float]
+    ideal_speedup: float
+    token_fraction: float
+    peak_mem_mb: float | None
+    psnr: float | None = None
+    ssim: float | None = None
+    lpips: float | None = None
+    caption: dict = field(default_factory=dict)
+
+    @property
+    def latency_s(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def cell_name(method: str, preset: str, prompt_index: int, seed: int) -> str:
+    return f"{method}__{preset}__p{prompt_index:03d}__s{seed}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_write_bytes_png(path: Path, image: np.ndarray) -> None:
+    tmp = write_png(path.with_name(path.name + ".tmp.png"), image)
+    os.replace(tmp, path)
+
+
+class Bench:
+    """Runs the cells of one ``BenchConfig`` into ``out`` (see the module docstring)."""
+
+    def __init__(self, cfg: BenchConfig, out: str | Path, *, progress: bool = True) -> None:
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = torch.device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        self.cells_dir = self.out / "cells"
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        self._check_identity()
+        self.spec = SPECS[cfg.model]
+        self.scenes = evaluation_scenes(cfg.prompts, video=self.spec.is_video, frames=self.spec.frames or 1)
+        self.prompts = [s.caption for s in self.scenes]
+        self._model = None
+        self._lpips = None
+
+    def _check_identity(self) -> None:
+        path = self.out / "bench.json"
+        mine = self.cfg.identity()
+        if path.exists():
+            theirs = json.loads(path.read_text())
+            if theirs != mine:
+                raise ValueError(f"{self.out} holds cells of another bench {theirs}, not {mine}; use another --out "
+                                 "or delete the folder to start over")
+        else:
+            _atomic_write_text(path, json.dumps(mine, indent=1))
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_model(self.cfg.model, device=self.device, dtype=self.dtype)
+        return self._model
+
+    @property
+    def lpips_net(self) -> LPIPS:
+        if self._lpips is None:
+            self._lpips = LPIPS(device=self.device)
+        return self._lpips
+
+    def run(self) -> dict:
+        todo = [(m, p, i, s) for m, p in self.cfg.runs() for i in range(len(self.prompts)) for s in self.cfg.seeds]
+        with Progress(len(todo), f"bench {self.cfg.model}", enabled=self.progress) as bar:
+            for method, preset, i, seed in todo:
+                name = cell_name(method, preset, i, seed)
+                if not (self.cells_dir / f"{name}.json").exists():
+                    self._run_cell(method, preset, i, seed)
+                bar.update(note=name)
+        return self.write_results()
+
+    # one cell
+    def _steps_for(self, method: str, preset: str) -> tuple[int, dict]:
+        if method != "steps":
+            return self.cfg.steps, {}
+        if preset.isdigit():
+            return int(preset), {"steps": int(preset)}
+        jano = [self.load_cell("jano", preset, i, s) for i in range(len(self.prompts)) for s in self.cfg.seeds]
+        if any(c is None for c in jano):
+            raise ValueError(f"steps/{preset} matches the compute of jano/{preset}: run it too (--methods ...,jano,"
+                             "steps) or give an explicit step count as the preset")
+        ideal = statistics.fmean(c.ideal_speedup for c in jano)
+        n = max(1, round(self.cfg.steps / ideal))
+        return n, {"steps": n, "matches": f"jano/{preset}", "jano_ideal_speedup": ideal}
+
+    def _run_cell(self, method: str, preset: str, i: int, seed: int) -> Cell:
+        steps, params = self._steps_for(method, preset)
+        setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
+        kwargs: dict = dict(method="full")
+        if method in ("jano", "random-levels"):
+            config = JANO_PRESETS[preset]
+            kwargs = dict(method="jano", config=config)
+            params = {k: v for k, v in asdict(config).items() if k != "source"}
+            if method == "random-levels":
+                kwargs["level_map"] = lambda levels: shuffled_levels(
+                    levels, torch.Generator(levels.device).manual_seed(1_000_003 * seed + i))
+
+        def once() -> Generation:
+            return generate(setup.field, setup.noise, setup.sigmas, **kwargs)
+
+        run, seconds, peak = timed_runs(once, self.cfg.warmup, self.cfg.repeats, self.device)
+        counts = run.report.token_counts
+        num_tokens = setup.noise.shape[1]
+        if method == "steps":
+            ideal, fraction = self.cfg.steps / steps, steps / self.cfg.steps
+        else:
+            ideal, fraction = run.report.ideal_speedup, sum(counts) / (len(counts) * num_tokens)
+        pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
+        cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds, float(ideal), float(fraction), peak)
+        cell.caption = caption_agreement(pixels.transpose(0, 1) if pixels.shape[0] > 1 else pixels[0], self.scenes[i])
+        if method == "full":
+            save_file({"pixels": pixels.cpu()}, str(self._pixels_path(i, seed)))
+        else:
+            reference = load_file(str(self._pixels_path(i, seed)))["pixels"].to(pixels.device)
+            m = frame_metrics(pixels.float(), reference.float(), net=self.lpips_net)
+            cell.psnr, cell.ssim, cell.lpips = m["psnr"], m["ssim"], m["lpips"]
+        _atomic_write_text(self.cells_dir / f"{cell_name(method, preset, i, seed)}.json",
+                           json.dumps(asdict(cell), indent=1))
+        return cell
+
+    def _pixels_path(self, i: int, seed: int) -> Path:
+        return self.cells_dir / f"{cell_name('full', '-', i, seed)}.pixels.safetensors"
+
+    def load_cell(self, method: str, preset: str, i: int, seed: int) -> Cell | None:
+        path = self.cells_dir / f"{cell_name(method, preset, i, seed)}.json"
+        return Cell(**json.loads(path.read_text())) if path.exists() else None
+
+    # results
+    def write_results(self) -> dict:
+        results = aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device))
+        _atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
+        _atomic_write_text(self.out / "results.md", results_markdown(results))
+        _atomic_write_bytes_png(self.out / "pareto.png", pareto_chart(results))
+        return results
+
+
+def aggregate(cfg: BenchConfig, prompts: list[str], load_cell, *, device: str) -> dict:
+    """results.json: latency = median over prompts and seeds of each cell's median; quality = mean."""
+    runs = []
+    full_latency = None
+    for method, preset in cfg.runs():
+        cells = [load_cell(method, preset, i, s) for i in range(len(prompts)) for s in cfg.seeds]
+        cells = [c for c in cells if c is not None]
+        if not cells:
+            continue
+        latency = statistics.median(c.latency_s for c in cells)
+        if method == "full":
+            full_latency = latency
+
+        def mean(key: str) -> float | None:
+            values = [getattr(c, key) for c in cells if getattr(c, key) is not None]
+            return statistics.fmean(values) if values else None
+
+        runs.append(dict(
+            method=method, preset=preset, params=cells[0].params, latency_s=latency,
+            speedup=None if full_latency is None else full_latency / latency,
+            ideal_speedup=mean("ideal_speedup"), psnr=mean("psnr"), ssim=mean("ssim"), lpips=mean("lpips"),
+            token_fraction=mean("token_fraction"),
+            peak_mem_mb=max((c.peak_mem_mb for c in cells if c.peak_mem_mb is not None), default=None),
+            caption_colour=statistics.fmean(c.caption.get("colour", False) for c in cells),
+            caption_shape=statistics.fmean(c.caption.get("shape", False) for c in cells),
+            cells=len(cells),
+        ))
+    return dict(model=cfg.model, device=device, dtype=cfg.dtype, steps=cfg.steps, prompts=prompts,
+                seeds=list(cfg.seeds), warmup=cfg.warmup, repeats=cfg.repeats, threads=torch.get_num_threads(),
+                torch=torch.__version__, runs=runs)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def run_label(run: dict) -> str:
+    if run["method"] == "steps":
+        return f"steps ({run['params']['steps']})"
+    return run["method"] if run["preset"] == "-" else f"{run['method']} / {run['preset']}"
+
+
+def results_markdown(results: dict) -> str:
+    """The table of results.md (also used for the README)."""
+    lines = [
+        f"{results['model']} on {results['device']} ({results['dtype']}, {results['threads']} threads), "
+        f"{results['steps']} steps, {len(results['prompts'])} prompts x {len(results['seeds'])} seed(s); latency = "
+        f"median of {results['repeats']} timed runs after {results['warmup']} warm-up, median over prompts.",
+        "",
+        "| run | latency (s) | speedup | ideal | PSNR (dB) | SSIM | LPIPS | tokens computed | caption colour / shape |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        lines.append(
+            f"| {run_label(r)} | {_fmt(r['latency_s'], '.3f')} | {_fmt(r['speedup'], '.2f')}x | "
+            f"{_fmt(r['ideal_speedup'], '.2f')}x | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.3f')} | "
+            f"{_fmt(r['lpips'], '.3f')} | {_fmt(r['token_fraction'], '.0%')} | "
+            f"{r['caption_colour']:.0%} / {r['caption_shape']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def pareto_chart(results: dict) -> np.ndarray:
+    """PSNR against measured speedup, one series per method (full is the reference and has no PSNR)."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in results["runs"]:
+        if r["psnr"] is None or r["speedup"] is None:
+            continue
+        xs, ys = series.setdefault(r["method"], ([], []))
+        xs.append(r["speedup"])
+        ys.append(r["psnr"])
+    series = {k: tuple(map(list, zip(*sorted(zip(*v))))) for k, v in series.items()}
+    if not series:
+        series = {"(no accelerated runs yet)": ([1.0], [float("nan")])}
+    return xy_chart(series, title=f"{results['model']}: quality vs measured speedup ({results['steps']} steps)",
+                    xlabel="measured speedup (x)", ylabel="PSNR vs full (dB)")

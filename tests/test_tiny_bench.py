@@ -1,0 +1,144 @@
+"""Tiny-model setup, the bench (resumable, schema), the analyses and the remaining CLI commands, on random weights."""
+
+import json
+
+import pytest
+import torch
+
+from jano_ref.analysis import analyze_prompt, run_study
+from jano_ref.bench import Bench, BenchConfig, cell_name
+from jano_ref.cli import main
+from jano_ref.generate import generate
+from jano_ref.tiny import caption_truth, evaluation_scenes, load_model, prepare
+
+RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
+            "token_fraction", "peak_mem_mb"}
+
+
+@pytest.fixture(scope="module")
+def flux():
+    return load_model("tiny-flux", random_weights=True)
+
+
+def test_random_weights_are_seeded_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = load_model("tiny-flux", random_weights=True)
+    after = torch.rand(1)
+    b = load_model("tiny-flux", random_weights=True)
+    assert torch.equal(before, after)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("JANO_WEIGHTS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="jano train tiny-wan"):
+        load_model("tiny-wan")
+
+
+def test_prepare_shapes_and_decode(flux):
+    setup = prepare("tiny-flux", "a red circle on a flat background", steps=4, seed=1, model=flux)
+    assert setup.noise.shape == (1, 256, 48) and setup.sigmas.shape == (5,)
+    assert setup.field.branches == ("cond", "uncond")
+    pixels = setup.decode(setup.noise)
+    assert pixels.shape == (3, 1, 64, 64) and pixels.min() >= 0 and pixels.max() <= 1
+    wan = prepare("tiny-wan", "a red circle on a flat background moving up", steps=3,
+                  model=load_model("tiny-wan", random_weights=True))
+    assert wan.noise.shape[1] == 1024 and wan.decode(wan.noise).shape == (3, 4, 64, 64)
+
+
+def test_caption_truth_and_evaluation_scenes():
+    assert caption_truth("A Red striped circle, on a flat background").colour == "red"
+    assert caption_truth("a picture of nothing") is None
+    a, b = evaluation_scenes(5, video=False), evaluation_scenes(5, video=False)
+    assert a == b and len({s.caption for s in a}) > 1
+
+
+def test_random_level_map_keeps_fractions(flux):
+    from jano_ref.study import shuffled_levels
+
+    setup = prepare("tiny-flux", "a green cross on a gradient background", steps=12, model=flux)
+    jano = generate(setup.field, setup.noise, setup.sigmas, method="jano")
+    shuffled = generate(setup.field, setup.noise, setup.sigmas, method="jano",
+                        level_map=lambda lv: shuffled_levels(lv, torch.Generator().manual_seed(0)))
+    a, b = jano.report.block_levels, shuffled.report.block_levels
+    assert torch.equal(torch.bincount(a.flatten()), torch.bincount(b.flatten())) and not torch.equal(a, b)
+    assert not torch.equal(jano.tokens, shuffled.tokens)
+
+
+def test_bench_schema_resume_and_step_matching(tmp_path, flux, monkeypatch):
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jano", "random-levels", "steps"), presets=("flux-dev",),
+                      prompts=2, steps=12, warmup=1, repeats=3)
+    bench = Bench(cfg, tmp_path, progress=False)
+    bench._model = flux
+    results = bench.run()
+    assert set(results) >= {"model", "device", "dtype", "steps", "prompts", "runs"} and len(results["prompts"]) == 2
+    runs = {(r["method"], r["preset"]): r for r in results["runs"]}
+    assert set(runs) == {("full", "-"), ("jano", "flux-dev"), ("random-levels", "flux-dev"), ("steps", "flux-dev")}
+    for r in results["runs"]:
+        assert RUN_KEYS <= set(r) and r["latency_s"] > 0
+    assert runs[("full", "-")]["speedup"] == 1.0 and runs[("full", "-")]["psnr"] is None
+    jano = runs[("jano", "flux-dev")]
+    assert jano["psnr"] > 0 and 0 < jano["token_fraction"] < 1
+    assert runs[("random-levels", "flux-dev")]["token_fraction"] == pytest.approx(jano["token_fraction"])
+    steps = runs[("steps", "flux-dev")]
+    assert steps["params"]["steps"] == round(12 / jano["ideal_speedup"])
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert (tmp_path / "results.md").read_text().count("\n|") >= 5
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+    # resume: existing cells are not recomputed
+    def fail(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(Bench, "_run_cell", fail)
+    again = Bench(cfg, tmp_path, progress=False).run()
+    assert [r["psnr"] for r in again["runs"]] == [r["psnr"] for r in results["runs"]]
+    # a lost cell is the only one recomputed
+    monkeypatch.undo()
+    (tmp_path / "cells" / f"{cell_name('jano', 'flux-dev', 1, 0)}.json").unlink()
+    calls = []
+    original = Bench._run_cell
+    monkeypatch.setattr(Bench, "_run_cell", lambda self, *a: calls.append(a) or original(self, *a))
+    resumed = Bench(cfg, tmp_path, progress=False)
+    resumed._model = flux
+    resumed.run()
+    assert calls == [("jano", "flux-dev", 1, 0)]
+    with pytest.raises(ValueError, match="another bench"):
+        Bench(BenchConfig(model="tiny-flux", steps=20), tmp_path)
+
+
+def test_bench_config_errors():
+    with pytest.raises(ValueError, match="unknown method"):
+        BenchConfig(methods=("full", "magic"))
+    with pytest.raises(ValueError, match="at least 3"):
+        BenchConfig(repeats=2)
+
+
+def test_analyze_prompt_maps(flux):
+    result = analyze_prompt("tiny-flux", "a red checkered square on a flat background", steps=20, model=flux)
+    assert result.trajectory.states.shape == (21, 12, 1, 32, 32)
+    assert result.convergence.shape == result.jano.report.complexity.enhanced.shape == (1, 16, 16)
+    assert result.fft_complexity.shape == (1, 8, 8)
+    rho, p = result.correlations["fft_vs_convergence"]
+    assert -1 <= rho <= 1 and 0 <= p <= 1
+
+
+def test_study_runs_on_two_prompts(flux):
+    result = run_study("tiny-flux", prompts=2, steps=16, warmup_steps=(2, 4), model=flux, progress=False)
+    assert result.blocks == 2 * 64 and -1 <= result.rho <= 1
+    assert set(result.accuracy) == {"jano_vs_complexity", "jano_vs_convergence", "fft_vs_complexity",
+                                    "fft_vs_convergence"}
+    assert all(len(v) == 2 and all(0 <= a <= 1 for a in v) for v in result.accuracy.values())
+
+
+def test_cli_analyze_and_study(tmp_path, capsys):
+    assert main(["analyze", "a red checkered square on a flat background", "--random-weights", "--steps", "16",
+                 "--out", str(tmp_path / "a")]) == 0
+    for name in ("complexity.png", "levels.png", "convergence.png", "fft_complexity.png", "token_counts.png",
+                 "analysis.json"):
+        assert (tmp_path / "a" / name).exists(), name
+    assert main(["study", "--random-weights", "--prompts", "2", "--steps", "16", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["blocks"] == 128
+    assert "Spearman" in capsys.readouterr().out

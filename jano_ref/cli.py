@@ -6,6 +6,7 @@
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
     jano report                                                  regenerate the README results section
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
+    jano card tiny-flux                                          its model card (loss, samples, caption agreement)
     jano models                                                  list model presets
 
 The tiny models are trained on procedural captioned pictures (``jano_ref.data``): prompts read like
@@ -204,7 +205,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import regenerate
 
-    regenerate(args.readme, args.out, quick=args.quick)
+    out = args.out or ("out/report-quick" if args.quick else "notebooks/results")
+    regenerate(args.readme, out, quick=args.quick)
     return 0
 
 
@@ -216,6 +218,15 @@ def _train(args: argparse.Namespace) -> int:
     state = train(cfg, args.out)
     print(f"{args.model}: {state.step} steps, final loss {state.losses[-1]:.4f}, {state.seconds / 60:.1f} min; "
           f"weights in {args.out}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .card import write_card
+
+    path = write_card(args.model, args.weights, args.train_log or Path(args.weights) / f"{args.model}.train.json",
+                      prompts=args.prompts, steps=args.steps)
+    print(f"wrote {path}")
     return 0
 
 
@@ -278,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="run the README benchmarks and analyses and rewrite its results section")
     rep.add_argument("--readme", default="README.md")
-    rep.add_argument("--out", default="bench")
+    rep.add_argument("--out", default=None, help="default notebooks/results (out/report-quick with --quick)")
     rep.add_argument("--quick", action="store_true", help="few prompts (a smoke run, not for publishing)")
     rep.set_defaults(func=_report)
 
@@ -291,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=100)
     tr.add_argument("--out", default="runs/train")
     tr.set_defaults(func=_train)
+
+    card = sub.add_parser("card", help="write a tiny model's card: loss curve, samples, measured caption agreement")
+    card.add_argument("model", choices=tiny)
+    card.add_argument("--weights", default="weights", help="folder with NAME.safetensors; the card is written there")
+    card.add_argument("--train-log", default=None, help="NAME.train.json of the training run (default: in --weights)")
+    card.add_argument("--prompts", type=int, default=32)
+    card.add_argument("--steps", type=int, default=50)
+    card.set_defaults(func=_card)
 
     sub.add_parser("models", help="list model presets").set_defaults(func=_models)
     return parser

@@ -1,0 +1,117 @@
+"""``jano report``: run the README's benchmarks and analyses, then rewrite the README's results section.
+
+    jano report                      # both tiny models; ~1 h on 2 CPU cores; resumable (bench cells are kept)
+    jano report --quick --out /tmp/r # 2 prompts, prints the section, leaves the README alone (a smoke run)
+
+Everything in the section comes from files this writes under ``--out`` (default ``notebooks/results/``):
+``MODEL/results.json|md``, ``MODEL/pareto.png`` (``jano bench``) and ``MODEL/study.json|md``, ``MODEL/fig8.png``
+(``jano study``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .analysis import run_study, study_markdown
+from .bench import Bench, BenchConfig, results_markdown
+from .imageio import write_png
+from .plot import xy_chart
+
+BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
+END = "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What the README reports for one model; presets are the official one and the paper's Appendix B rows."""
+
+    presets: tuple[str, ...]
+    prompts: int
+    study_prompts: int
+
+
+PLANS = {
+    "tiny-flux": ModelPlan(("flux-dev", "flux-b1", "flux-b2", "flux-b3"), prompts=8, study_prompts=24),
+    "tiny-wan": ModelPlan(("wan", "wan1.3b-b1", "wan1.3b-b2", "wan1.3b-b3"), prompts=4, study_prompts=8),
+}
+
+
+def _run(results: dict, method: str, preset: str) -> dict | None:
+    return next((r for r in results["runs"] if r["method"] == method and r["preset"] == preset), None)
+
+
+def target_lines(model: str, results: dict, default_preset: str) -> list[str]:
+    """The issue's targets, checked on the measured numbers (stated, never asserted)."""
+    lines = []
+    jano = _run(results, "jano", default_preset)
+    if jano and jano["speedup"]:
+        ratio = jano["speedup"] / jano["ideal_speedup"]
+        lines.append(f"- measured / ideal speedup, jano/{default_preset} at {results['steps']} steps: "
+                     f"{jano['speedup']:.2f}x / {jano['ideal_speedup']:.2f}x = {ratio:.2f} "
+                     f"({'meets' if ratio >= 0.9 else 'misses'} the 0.9 target)")
+    for r in results["runs"]:
+        if r["method"] != "jano":
+            continue
+        for other, what in (("random-levels", "random level maps of the same fractions (§6.5)"),
+                            ("steps", "uniform step reduction at the same compute")):
+            o = _run(results, other, r["preset"])
+            if o and o["psnr"] is not None and r["psnr"] is not None:
+                verdict = "beats" if r["psnr"] > o["psnr"] else "does not beat"
+                lines.append(f"- jano/{r['preset']} PSNR {r['psnr']:.2f} dB {verdict} {what}: {o['psnr']:.2f} dB")
+    return lines
+
+
+def model_section(model: str, results: dict, study, out: Path, readme_dir: Path) -> str:
+    rel = lambda p: Path(p).resolve().relative_to(readme_dir.resolve()).as_posix()  # noqa: E731
+    default = PLANS[model].presets[0]
+    return "\n".join([
+        f"### {model}",
+        "",
+        results_markdown(results),
+        "Targets:",
+        "",
+        *target_lines(model, results, default),
+        "",
+        study_markdown(study),
+        f"![{model} Pareto]({rel(out / 'pareto.png')}) ![{model} Fig. 8]({rel(out / 'fig8.png')})",
+        "",
+    ])
+
+
+def run_model(model: str, out: Path, *, quick: bool) -> tuple[dict, object]:
+    plan = PLANS[model]
+    prompts, study_prompts = (2, 2) if quick else (plan.prompts, plan.study_prompts)
+    cfg = BenchConfig(model=model, methods=("full", "jano", "random-levels", "steps"), presets=plan.presets,
+                      prompts=prompts)
+    results = Bench(cfg, out).run()
+    study = run_study(model, prompts=study_prompts)
+    (out / "study.json").write_text(json.dumps(study.to_dict(), indent=1))
+    (out / "study.md").write_text(study_markdown(study))
+    ks = study.warmup_steps
+    write_png(out / "fig8.png", xy_chart({k.replace("_vs_", " vs "): (ks, v) for k, v in study.accuracy.items()},
+                                         title=f"{model}: recognition accuracy vs warm-up steps", xlabel="warm-up steps K",
+                                         ylabel="tercile accuracy", ylim=(0, 1), hlines={"chance": 1 / 3}))
+    return results, study
+
+
+def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, quick: bool = False,
+               models: tuple[str, ...] = tuple(PLANS)) -> str:
+    readme, out = Path(readme), Path(out)
+    sections = []
+    for model in models:
+        results, study = run_model(model, out / model, quick=quick)
+        sections.append(model_section(model, results, study, out / model, readme.parent))
+    body = "\n".join(sections)
+    if quick:
+        print(body)
+        return body
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section goes")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
+    print(f"rewrote the results section of {readme} from {out}")
+    return body

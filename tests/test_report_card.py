@@ -1,0 +1,72 @@
+"""The README results section writer and the model card, on synthetic results and random weights."""
+
+import json
+
+import pytest
+from safetensors.torch import save_file
+
+from jano_ref import report
+from jano_ref.card import smoothed, write_card
+from jano_ref.tiny import load_model
+
+
+def _results(jano_psnr=30.0, random_psnr=25.0, steps_psnr=28.0, speedup=1.8, ideal=1.9):
+    run = dict(params={}, ssim=0.9, lpips=0.1, token_fraction=0.5, peak_mem_mb=1.0, caption_colour=1.0,
+               caption_shape=1.0, cells=2)
+    return dict(model="tiny-flux", device="cpu", dtype="float32", threads=2, steps=50, prompts=["a", "b"], seeds=[0],
+                warmup=1, repeats=3, runs=[
+                    dict(run, method="full", preset="-", latency_s=2.0, speedup=1.0, ideal_speedup=1.0, psnr=None),
+                    dict(run, method="jano", preset="flux-dev", latency_s=2.0 / speedup, speedup=speedup,
+                         ideal_speedup=ideal, psnr=jano_psnr),
+                    dict(run, method="random-levels", preset="flux-dev", latency_s=1.1, speedup=1.8,
+                         ideal_speedup=ideal, psnr=random_psnr),
+                    dict(run, method="steps", preset="flux-dev", params={"steps": 26}, latency_s=1.0, speedup=2.0,
+                         ideal_speedup=1.92, psnr=steps_psnr),
+                ])
+
+
+def test_target_lines_state_what_was_measured():
+    lines = report.target_lines("tiny-flux", _results(), "flux-dev")
+    assert "= 0.95 (meets the 0.9 target)" in lines[0]
+    assert any("beats random level maps" in l and "25.00" in l for l in lines)
+    assert any("beats uniform step reduction" in l for l in lines)
+    worse = report.target_lines("tiny-flux", _results(jano_psnr=20.0, speedup=1.0), "flux-dev")
+    assert "misses" in worse[0] and sum("does not beat" in l for l in worse) == 2
+
+
+def test_readme_section_is_replaced_between_markers(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    monkeypatch.setattr(report, "run_model", lambda model, out, quick: (_results(), _FakeStudy()))
+    (tmp_path / "res").mkdir()
+    report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| jano / flux-dev |" in text and "res/tiny-flux/pareto.png" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no results markers"):
+        report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+
+
+class _FakeStudy:
+    model, prompts, steps, block = "tiny-flux", ["a"], 50, (1, 4, 4)
+    rho, p_value, blocks, median_prompt_rho, warmup_steps = 0.5, 1e-3, 64, 0.4, [2, 3]
+    accuracy = {"jano_vs_complexity": [0.5, 0.6], "fft_vs_complexity": [0.3, 0.4]}
+
+
+def test_smoothed_is_a_trailing_mean():
+    assert smoothed([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_model_card_from_a_checkpoint(tmp_path):
+    model = load_model("tiny-flux", random_weights=True)
+    save_file(model.state_dict(), str(tmp_path / "tiny-flux.safetensors"))
+    config = dict(steps=3, batch_size=2, lr=1e-3, seed=0, caption_dropout=0.1, warmup_steps=1, grad_clip=1.0,
+                  ema_decay=0.999)
+    (tmp_path / "log.json").write_text(json.dumps(dict(config=config, step=3, losses=[1.0, 0.5, 0.25], seconds=6.0)))
+    card = write_card("tiny-flux", tmp_path, tmp_path / "log.json", prompts=2, steps=3, grid=2).read_text()
+    assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in card and "| colour agrees |" in card
+    for name in ("tiny-flux_loss.png", "tiny-flux_samples.png", "tiny-flux.agreement.json"):
+        assert (tmp_path / name).exists()
+    agreement = json.loads((tmp_path / "tiny-flux.agreement.json").read_text())
+    assert agreement["prompts"] == 2 and 0 <= agreement["colour"] <= 1

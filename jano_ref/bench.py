@@ -8,6 +8,8 @@ Methods (a run is a method and a preset):
 * ``jano``           Jano with a named preset (``jano_ref.config.PRESETS``).
 * ``random-levels``  Jano's schedule, but the block levels of each generation are shuffled at random: the same
                      fractions of static / moderate / active blocks in the wrong places (Jano §6.5 ablation).
+* ``jit``            JiT with a named preset (``jano_ref.jit.PRESETS``: its own step count and Beta-warped
+                     timesteps); speedup and quality are against the same 50-step full run (JiT §5.1).
 * ``steps``          uniform step reduction: full compute with fewer steps. Preset ``P`` (a Jano preset) takes
                      round(steps / ideal speedup of jano/P) steps, i.e. the same compute as Jano; an integer
                      preset takes that many steps.
@@ -40,6 +42,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .config import PRESETS as JANO_PRESETS
+from .jit import PRESETS as JIT_PRESETS
+from .jit import beta_sigmas
 from .data import caption_agreement
 from .generate import Generation, generate
 from .imageio import write_png
@@ -49,7 +53,7 @@ from .progress import Progress
 from .study import shuffled_levels
 from .tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
 
-BENCH_METHODS = ("full", "jano", "random-levels", "steps")
+BENCH_METHODS = ("full", "jano", "random-levels", "jit", "steps")
 
 
 @dataclass
@@ -74,11 +78,11 @@ class BenchConfig:
         if self.repeats < 3:
             raise ValueError(f"repeats={self.repeats}: a median needs at least 3 timed runs")
         if self.presets is None:
-            self.presets = (SPECS[self.model].jano_preset,)
+            self.presets = (SPECS[self.model].jano_preset,) + (("jit-4x",) if "jit" in self.methods else ())
         for p in self.presets:
-            if p not in JANO_PRESETS and not p.isdigit():
-                raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}) or, for "
-                                 "the steps method, a step count")
+            if p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit():
+                raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}), a JiT preset "
+                                 f"({', '.join(JIT_PRESETS)}) or, for the steps method, a step count")
 
     def identity(self) -> dict:
         """What a cell's numbers depend on (prompts, methods and presets may grow between invocations)."""
@@ -87,13 +91,15 @@ class BenchConfig:
 
     def runs(self) -> list[tuple[str, str]]:
         """(method, preset) pairs in execution order: full first, steps after the Jano runs it matches."""
-        order = [m for m in BENCH_METHODS if m in self.methods]
+        accepts = {"jano": JANO_PRESETS, "random-levels": JANO_PRESETS, "jit": JIT_PRESETS}
         out = []
-        for m in order:
+        for m in (m for m in BENCH_METHODS if m in self.methods):
             if m == "full":
                 out.append(("full", "-"))
+            elif m == "steps":
+                out += [(m, p) for p in self.presets if p in JANO_PRESETS or p.isdigit()]
             else:
-                out += [(m, p) for p in self.presets if m == "steps" or not p.isdigit()]
+                out += [(m, p) for p in self.presets if p in accepts[m]]
         return out
 
 
@@ -251,6 +257,8 @@ class Bench:
 
     # one cell
     def _steps_for(self, method: str, preset: str) -> tuple[int, dict]:
+        if method == "jit":
+            return JIT_PRESETS[preset].num_steps, {}
         if method != "steps":
             return self.cfg.steps, {}
         if preset.isdigit():
@@ -267,7 +275,12 @@ class Bench:
         steps, params = self._steps_for(method, preset)
         setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
         kwargs: dict = dict(method="full")
-        if method in ("jano", "random-levels"):
+        if method == "jit":
+            config = JIT_PRESETS[preset]
+            kwargs = dict(method="jit", config=config)
+            params = {k: v for k, v in asdict(config).items() if k != "source"}
+            setup.sigmas = beta_sigmas(config.num_steps, config.beta_alpha, config.beta_beta, device=setup.noise.device)
+        elif method in ("jano", "random-levels"):
             config = JANO_PRESETS[preset]
             kwargs = dict(method="jano", config=config)
             params = {k: v for k, v in asdict(config).items() if k != "source"}
@@ -283,6 +296,8 @@ class Bench:
         num_tokens = setup.noise.shape[1]
         if method == "steps":
             ideal, fraction = self.cfg.steps / steps, steps / self.cfg.steps
+        elif method == "jit":  # against the 50-step full run; the paper's "7x" is this FLOPs ratio
+            ideal, fraction = run.report.speedup_vs(self.cfg.steps), sum(counts) / (self.cfg.steps * num_tokens)
         else:
             ideal, fraction = run.report.ideal_speedup, sum(counts) / (len(counts) * num_tokens)
         pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]

@@ -27,6 +27,8 @@ import torch
 import models
 
 from .config import PRESETS as JANO_PRESETS
+from .jit import PRESETS as JIT_PRESETS
+from .jit import beta_sigmas
 from .data import caption_agreement
 from .generate import generate
 from .imageio import write_gif, write_png
@@ -77,21 +79,29 @@ def _generate(args: argparse.Namespace) -> int:
 
     model = _load(args)
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
-    preset = args.preset or setup.spec.jano_preset
+    preset = args.preset or ("jit-4x" if args.method == "jit" else setup.spec.jano_preset)
+    wrong = args.method == "jit" and preset not in JIT_PRESETS or args.method == "jano" and preset not in JANO_PRESETS
+    if wrong:
+        raise SystemExit(f"--preset {preset} is not a {args.method} preset; choose one of "
+                         f"{', '.join(JIT_PRESETS if args.method == 'jit' else JANO_PRESETS)}")
     methods = ["full"] if args.method == "full" else ["full", args.method]
+    sigmas = {m: setup.sigmas for m in methods}
+    if args.method == "jit":  # JiT brings its own step count and Beta-warped timesteps; full keeps --steps
+        c = JIT_PRESETS[preset]
+        sigmas["jit"] = beta_sigmas(c.num_steps, c.beta_alpha, c.beta_beta, device=setup.noise.device)
     out = Path(args.out)
     device = torch.device(args.device)
     runs, seconds = {}, {}
     runs_per_method = args.warmup + args.repeats
-    with Progress(len(methods) * runs_per_method * args.steps, f"{args.model} sampling") as bar:
+    with Progress(runs_per_method * sum(len(s) - 1 for s in sigmas.values()), f"{args.model} sampling") as bar:
         for method in methods:
             def once(method=method):
-                return generate(setup.field, setup.noise, setup.sigmas, method=method, config=preset,
+                return generate(setup.field, setup.noise, sigmas[method], method=method, config=preset,
                                 callback=lambda info: bar.update(note=method))
             runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
 
     files, summary = [], dict(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed,
-                              method=args.method, preset=preset if args.method == "jano" else None,
+                              method=args.method, preset=preset if args.method != "full" else None,
                               tokens=int(setup.noise.shape[1]), random_weights=args.random_weights)
     pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
     for m in methods:
@@ -106,11 +116,16 @@ def _generate(args: argparse.Namespace) -> int:
           f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
     if args.method != "full":
         report = runs[args.method].report
-        files.append(write_png(out / "levels.png", level_map_picture(setup, pixels[args.method], report.token_levels)))
         quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
-        summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=report.ideal_speedup,
+        if args.method == "jano":
+            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
+            ideal = report.ideal_speedup
+            print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
+        else:  # JiT: FLOPs ratio against the full run with --steps steps
+            ideal = report.speedup_vs(args.steps)
+            print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
+        summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
                        token_fraction=sum(report.token_counts) / (args.steps * setup.noise.shape[1]), **quality)
-        print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
         print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
               f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
               f"LPIPS {quality['lpips']:.4f}")
@@ -243,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="tiny-flux", choices=tiny)
-        p.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS),
-                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan)")
+        p.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS) + sorted(JIT_PRESETS),
+                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan) or, with --method jit, "
+                       "a JiT preset (default jit-4x)")
         p.add_argument("--steps", type=int, default=50)
         p.add_argument("--random-weights", action="store_true",
                        help="seeded random weights instead of the trained ones (pipeline checks only)")
@@ -253,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample with Jano and with full compute; compare them")
     gen.add_argument("prompt")
     model_args(gen)
-    gen.add_argument("--method", default="jano", choices=["jano", "full"])
+    gen.add_argument("--method", default="jano", choices=["jano", "jit", "full"])
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
     gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
@@ -276,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
     be.add_argument("--model", default="tiny-flux", choices=tiny)
-    be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, steps")
-    be.add_argument("--presets", default=None, help="comma-separated Jano presets (steps also takes step counts)")
+    be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, steps")
+    be.add_argument("--presets", default=None, help="comma-separated Jano and JiT presets (each method takes its own; "
+                    "steps also takes step counts)")
     be.add_argument("--prompts", type=int, default=8)
     be.add_argument("--seeds", default="0", help="comma-separated noise seeds")
     be.add_argument("--steps", type=int, default=50)

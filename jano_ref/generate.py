@@ -11,9 +11,10 @@ from torch import Tensor
 
 from .config import JanoConfig, get_preset
 from .jano import JanoReport, sample_jano
+from .jit import JiTReport, get_jit_preset, sample_jit
 from .sampling import sample_euler
 
-METHODS = ("full", "jano")
+METHODS = ("full", "jano", "jit")
 
 
 @dataclass
@@ -28,7 +29,7 @@ class FullReport:
 @dataclass
 class Generation:
     tokens: Tensor  # final token latents [B, L, D]
-    report: FullReport | JanoReport
+    report: FullReport | JanoReport | JiTReport
     seconds: float  # wall time of the denoising loop
 
 
@@ -38,7 +39,7 @@ def generate(
     sigmas: Tensor,
     *,
     method: str = "jano",
-    config: str | JanoConfig = "flux-dev",
+    config: str | JanoConfig | Any = "flux-dev",
     layout=None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -48,7 +49,8 @@ def generate(
 
     ``field`` is a token velocity field (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity``
     over one, with ``layout`` the field that knows the token grid). ``config`` is a Jano preset name or a
-    ``JanoConfig``; ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    ``JanoConfig`` for ``method="jano"``, a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
+    have ``num_steps + 1`` entries: ``jit.beta_sigmas`` gives the paper's warp); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -58,7 +60,9 @@ def generate(
 
 def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map) -> Generation:
     start = time.perf_counter()
-    if method == "jano":
+    if method == "jit":
+        tokens, report = sample_jit(field, noise, sigmas, get_jit_preset(config), layout=layout, callback=callback)
+    elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
                                      level_map=level_map)
     else:

@@ -142,3 +142,25 @@ def test_cli_analyze_and_study(tmp_path, capsys):
     assert main(["study", "--random-weights", "--prompts", "2", "--steps", "16", "--out", str(tmp_path / "s")]) == 0
     assert json.loads((tmp_path / "s" / "study.json").read_text())["blocks"] == 128
     assert "Spearman" in capsys.readouterr().out
+
+
+def test_bench_runs_jit_against_the_full_run_and_naive_step_reduction(tmp_path, flux):
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jit", "steps"), presets=("jit-7x", "7"), prompts=1,
+                      steps=12, warmup=1, repeats=3)
+    assert cfg.runs() == [("full", "-"), ("jit", "jit-7x"), ("steps", "7")]
+    bench = Bench(cfg, tmp_path, progress=False)
+    bench._model = flux
+    runs = {r["method"]: r for r in bench.run()["runs"]}
+    jit = runs["jit"]
+    assert jit["params"]["num_steps"] == 11 and jit["psnr"] > 0
+    # FLOPs ratio against the 12-step full run: fewer steps and fewer tokens per step
+    assert jit["ideal_speedup"] > 12 / 11 and 0 < jit["token_fraction"] < 11 / 12
+    assert runs["steps"]["params"] == {"steps": 7} and runs["steps"]["ideal_speedup"] == pytest.approx(12 / 7)
+
+
+def test_cli_generate_jit(tmp_path, capsys):
+    assert main(["generate", "a red striped circle on a flat background", "--method", "jit", "--preset", "jit-7x",
+                 "--random-weights", "--steps", "12", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preset"] == "jit-7x" and summary["ideal_speedup"] > 1 and (tmp_path / "jit.png").exists()
+    assert "JiT jit-7x: 11 steps" in capsys.readouterr().out

@@ -221,7 +221,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import regenerate
 
     out = args.out or ("out/report-quick" if args.quick else "notebooks/results")
-    regenerate(args.readme, out, quick=args.quick)
+    regenerate(args.readme, out, quick=args.quick, models=tuple(args.models.split(",")))
     return 0
 
 
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="run the README benchmarks and analyses and rewrite its results section")
     rep.add_argument("--readme", default="README.md")
     rep.add_argument("--out", default=None, help="default notebooks/results (out/report-quick with --quick)")
+    rep.add_argument("--models", default="tiny-flux,tiny-wan", help="comma-separated; the section lists these")
     rep.add_argument("--quick", action="store_true", help="few prompts (a smoke run, not for publishing)")
     rep.set_defaults(func=_report)
 

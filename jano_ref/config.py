@@ -74,6 +74,13 @@ PRESETS: dict[str, JanoConfig] = {
        for r, v in enumerate([(0.1, 3, 0.3, 2), (0.15, 6, 0.4, 4), (0.4, 6, 0.6, 4)], start=1)},
     **{f"wan14b-b{r}": _appendix_b(_WAN_OFFICIAL, "Wan-14B", r, *v)
        for r, v in enumerate([(0.1, 6, 0.3, 3), (0.15, 6, 0.4, 4), (0.4, 6, 0.6, 4)], start=1)},
+    # Matched-compute variants (this project, not the paper): thresholds are searched per generation so that the
+    # plan's ideal speedup is 2x (levels.search_thresholds); the official fixed thresholds give very different
+    # speedups from prompt to prompt on small latents. Everything else is the official setting above.
+    "flux-dev-2x": _FLUX_OFFICIAL.replace(
+        target_speedup=2.0, source="jano_ref: official flux-dev settings with thresholds searched for ideal 2x"),
+    "wan-2x": _WAN_OFFICIAL.replace(
+        target_speedup=2.0, source="jano_ref: official wan settings with thresholds searched for ideal 2x"),
 }
 
 

@@ -76,7 +76,7 @@ def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, pro
         title=f"{name}: rectified-flow training loss", xlabel="step", ylabel="MSE", markers=False))
     agreement, samples = measure_captions(name, model, prompts=prompts, steps=steps)
     tiles = [_tile(p) for _, p in samples[:grid]]
-    labels = [c.replace(" background", "").replace(" on a ", ", ")[:34] for c, _ in samples[:grid]]
+    labels = [c.split(" on a ")[0].removeprefix("a ") for c, _ in samples[:grid]]  # fits under a 128 px tile
     cols = 4 if spec.is_video else 6
     write_png(weights_dir / f"{name}_samples.png", image_grid(tiles, cols=min(cols, len(tiles)), labels=labels))
     n_params = sum(p.numel() for p in model.parameters())

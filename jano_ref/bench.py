@@ -30,16 +30,12 @@ import json
 import math
 import os
 import statistics
-import threading
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
@@ -51,7 +47,8 @@ from .metrics import LPIPS, frame_metrics
 from .plot import xy_chart
 from .progress import Progress
 from .study import shuffled_levels
-from .tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
+from .timing import timed_runs
+from .tiny import SPECS, evaluation_scenes, load_model, prepare
 
 BENCH_METHODS = ("full", "jano", "random-levels", "jit", "steps")
 
@@ -101,69 +98,6 @@ class BenchConfig:
             else:
                 out += [(m, p) for p in self.presets if p in accepts[m]]
         return out
-
-
-# ---- measurement ------------------------------------------------------------------------------------------------
-
-
-class PeakMemory:
-    """Extra memory a block of code needed at its peak, in MiB: CUDA allocator peak on GPUs; on CPUs the peak
-    resident set size (sampled every millisecond from /proc/self/statm, so Linux only; None elsewhere) above the
-    resident size at entry."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.peak_mb = device, None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        elif os.path.exists("/proc/self/statm"):
-            self._page = os.sysconf("SC_PAGE_SIZE")
-            self._base = self._peak = self._rss()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self._peak = max(self._peak, self._rss())
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_runs(run: Callable[[], Generation], warmup: int, repeats: int, device: torch.device):
-    """(last generation, [seconds of each timed run], peak extra memory in MiB of the first run)."""
-    with PeakMemory(device) as memory:
-        result = run()
-    for _ in range(warmup - 1):
-        run()
-    seconds = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        result = run()
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
-    return result, seconds, memory.peak_mb
 
 
 # ---- cells --------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -22,22 +21,12 @@ from .cache import LevelKVCache
 from .config import PRESETS
 from .pipeline import FluxConditioning, FluxVelocity, WanVelocity
 from .plan import REFRESH, JanoPlan, computed_tokens
+from .timing import timed_runs
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()  # warm-up: allocations, kernel selection
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median of ``repeats`` timed calls after one warm-up call (``timing.timed_runs``)."""
+    return statistics.median(timed_runs(fn, 1, repeats, device)[1])
 
 
 def _flux_field(device, dtype, latent: int, **overrides) -> FluxVelocity:
@@ -71,8 +60,8 @@ def bench_analyzer(repeats: int, device: torch.device, dtype: torch.dtype) -> No
     rate = small.token_cost().forward_flops(256, 256) / small_s
     print(f"device {device}, {dtype}; one full forward of flux-test at 256 tokens: {small_s * 1e3:.2f} ms "
           f"({rate / 1e9:.1f} GFLOP/s achieved)")
-    print(f"| latent | analyzer | / small forward | real-size forward estimate | analyzer / real forward |")
-    print(f"|---|---|---|---|---|")
+    print("| latent | analyzer | / small forward | real-size forward estimate | analyzer / real forward |")
+    print("|---|---|---|---|---|")
     for name, shape, grid, cfg, real_flops in cases:
         warmup = torch.randn(shape, device=device, dtype=torch.float32)
         seconds = median_seconds(

@@ -74,7 +74,7 @@ def _load(args: argparse.Namespace):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .bench import timed_runs
+    from .timing import timed_runs
     from .metrics import frame_metrics
 
     model = _load(args)

@@ -70,6 +70,7 @@ from torch import Tensor
 
 from .plan import TokenCost
 from .study import regularized_incomplete_beta
+from .timing import synchronize
 
 Grid = tuple[int, int, int]  # (T, H, W) token grid; T = 1 for images
 
@@ -471,11 +472,6 @@ def _resolve(sigmas_or_config, config) -> tuple[Tensor | None, JiTConfig]:
     return sigmas_or_config, get_jit_preset(config)
 
 
-def _sync(x: Tensor) -> None:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-
-
 def sample_jit(
     field_: Callable[..., Tensor],
     x: Tensor,
@@ -527,7 +523,7 @@ def sample_jit(
     for i in range(config.num_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         stage = stage_of_step(i, bounds)
-        _sync(x)
+        synchronize(x.device)
         start = time.perf_counter()
         if budgets[stage] > len(anchors):  # transition: ITA, then DMF (never at i = 0: the first set fits)
             anchors, new = grow_anchors(anchors, local_variance(v_prev, grid, config.variance_window), budgets[stage])
@@ -543,7 +539,7 @@ def sample_jit(
         x_in = state.to(x.dtype)
         u = field_(x_in, sigma, token_index=index, kv_caches=None)
         v = u if index is None else lifter(u.to(state_dtype))
-        _sync(x)
+        synchronize(x.device)
         report.step_seconds.append(time.perf_counter() - start)  # transition + forward + lift
         if callback is not None:
             callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, computed=index, stage=stage))

@@ -15,8 +15,10 @@ video: all frames, since the tiny videos are short), so an FFT per block has a s
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -24,6 +26,8 @@ from torch import Tensor
 from .analyzer import BlockGrid, analyze, stack_warmup
 from .config import JanoConfig, get_preset
 from .generate import Generation, generate
+from .imageio import write_png, write_text
+from .plot import xy_chart
 from .jano import block_grid_for
 from .progress import Progress
 from .study import convergence_map, fft_complexity_map, spearman, tercile_accuracy
@@ -151,6 +155,17 @@ def run_study(name: str, *, prompts: int = 16, steps: int = 50, warmup_steps=(2,
         warmup_steps=list(warmup_steps),
         accuracy={key: [statistics.median(v) for v in per_k] for key, per_k in accuracy.items()},
     )
+
+
+def write_study(result: StudyResult, out: str | Path) -> list[Path]:
+    """``study.json``, ``study.md`` and ``fig8.png`` (accuracy against K, chance line at 1/3) in ``out``."""
+    out = Path(out)
+    ks = result.warmup_steps
+    chart = xy_chart({k.replace("_vs_", " vs "): (ks, v) for k, v in result.accuracy.items()},
+                     title=f"{result.model}: recognition accuracy vs warm-up steps", xlabel="warm-up steps K",
+                     ylabel="tercile accuracy", ylim=(0, 1), hlines={"chance": 1 / 3})
+    return [write_text(out / "study.json", json.dumps(result.to_dict(), indent=1)),
+            write_text(out / "study.md", study_markdown(result)), write_png(out / "fig8.png", chart)]
 
 
 def study_markdown(result: StudyResult) -> str:

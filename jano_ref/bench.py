@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,10 +38,9 @@ from safetensors.torch import load_file, save_file
 
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
-from .jit import beta_sigmas
 from .data import caption_agreement
 from .generate import Generation, generate
-from .imageio import write_png
+from .imageio import write_png, write_text
 from .metrics import LPIPS, frame_metrics
 from .plot import xy_chart
 from .progress import Progress
@@ -129,17 +127,6 @@ def cell_name(method: str, preset: str, prompt_index: int, seed: int) -> str:
     return f"{method}__{preset}__p{prompt_index:03d}__s{seed}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes_png(path: Path, image: np.ndarray) -> None:
-    tmp = write_png(path.with_name(path.name + ".tmp.png"), image)
-    os.replace(tmp, path)
-
-
 class Bench:
     """Runs the cells of one ``BenchConfig`` into ``out`` (see the module docstring)."""
 
@@ -165,7 +152,7 @@ class Bench:
                 raise ValueError(f"{self.out} holds cells of another bench {theirs}, not {mine}; use another --out "
                                  "or delete the folder to start over")
         else:
-            _atomic_write_text(path, json.dumps(mine, indent=1))
+            write_text(path, json.dumps(mine, indent=1))
 
     @property
     def model(self):
@@ -209,11 +196,12 @@ class Bench:
         steps, params = self._steps_for(method, preset)
         setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
         kwargs: dict = dict(method="full")
+        sigmas = setup.sigmas
         if method == "jit":
             config = JIT_PRESETS[preset]
             kwargs = dict(method="jit", config=config)
             params = {k: v for k, v in asdict(config).items() if k != "source"}
-            setup.sigmas = beta_sigmas(config.num_steps, config.beta_alpha, config.beta_beta, device=setup.noise.device)
+            sigmas = None  # sample_jit then uses the preset's own Beta-warped steps
         elif method in ("jano", "random-levels"):
             config = JANO_PRESETS[preset]
             kwargs = dict(method="jano", config=config)
@@ -223,7 +211,7 @@ class Bench:
                     levels, torch.Generator(levels.device).manual_seed(1_000_003 * seed + i))
 
         def once() -> Generation:
-            return generate(setup.field, setup.noise, setup.sigmas, **kwargs)
+            return generate(setup.field, setup.noise, sigmas, **kwargs)
 
         run, seconds, peak = timed_runs(once, self.cfg.warmup, self.cfg.repeats, self.device)
         counts = run.report.token_counts
@@ -236,14 +224,14 @@ class Bench:
             ideal, fraction = run.report.ideal_speedup, sum(counts) / (len(counts) * num_tokens)
         pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
         cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds, float(ideal), float(fraction), peak)
-        cell.caption = caption_agreement(pixels.transpose(0, 1) if pixels.shape[0] > 1 else pixels[0], self.scenes[i])
+        cell.caption = caption_agreement(pixels.transpose(0, 1), self.scenes[i])
         if method == "full":
             save_file({"pixels": pixels.cpu()}, str(self._pixels_path(i, seed)))
         else:
             reference = load_file(str(self._pixels_path(i, seed)))["pixels"].to(pixels.device)
             m = frame_metrics(pixels.float(), reference.float(), net=self.lpips_net)
             cell.psnr, cell.ssim, cell.lpips = m["psnr"], m["ssim"], m["lpips"]
-        _atomic_write_text(self.cells_dir / f"{cell_name(method, preset, i, seed)}.json",
+        write_text(self.cells_dir / f"{cell_name(method, preset, i, seed)}.json",
                            json.dumps(asdict(cell), indent=1))
         return cell
 
@@ -257,9 +245,9 @@ class Bench:
     # results
     def write_results(self) -> dict:
         results = aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device))
-        _atomic_write_text(self.out / "results.json", json.dumps(results, indent=1))
-        _atomic_write_text(self.out / "results.md", results_markdown(results))
-        _atomic_write_bytes_png(self.out / "pareto.png", pareto_chart(results))
+        write_text(self.out / "results.json", json.dumps(results, indent=1))
+        write_text(self.out / "results.md", results_markdown(results))
+        write_png(self.out / "pareto.png", pareto_chart(results))
         return results
 
 

@@ -20,7 +20,7 @@ import models
 
 from .data import caption_agreement
 from .generate import generate
-from .imageio import write_png
+from .imageio import pixels_to_uint8, write_png
 from .plot import image_grid, xy_chart
 from .progress import Progress
 from .tiny import SPECS, evaluation_scenes, load_model, prepare
@@ -45,7 +45,7 @@ def measure_captions(name: str, model, *, prompts: int, steps: int, guide_scale:
         for i, scene in enumerate(scenes):
             setup = prepare(name, scene.caption, steps=steps, seed=i, model=model, guide_scale=guide_scale)
             pixels = setup.decode(generate(setup.field, setup.noise, setup.sigmas, method="full").tokens)
-            hits.append(caption_agreement(pixels if pixels.shape[1] > 1 else pixels[:, 0], scene))
+            hits.append(caption_agreement(pixels, scene))
             samples.append((scene.caption, pixels))
             bar.update()
     agreement = dict(colour=statistics.fmean(h["colour"] for h in hits), shape=statistics.fmean(h["shape"] for h in hits),
@@ -56,10 +56,7 @@ def measure_captions(name: str, model, *, prompts: int, steps: int, guide_scale:
 
 def _tile(pixels: torch.Tensor, scale: int = 2) -> np.ndarray:
     """[3, T, H, W] -> the frames side by side, uint8, enlarged."""
-    frames = [(pixels[:, t].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-              for t in range(pixels.shape[1])]
-    strip = np.concatenate(frames, axis=1)
-    return strip.repeat(scale, axis=0).repeat(scale, axis=1)
+    return np.concatenate([pixels_to_uint8(pixels[:, t], scale) for t in range(pixels.shape[1])], axis=1)
 
 
 def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, prompts: int = 32, steps: int = 50,

@@ -28,10 +28,9 @@ import models
 
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
-from .jit import beta_sigmas
 from .data import caption_agreement
-from .generate import generate
-from .imageio import write_gif, write_png
+from .generate import METHODS, generate
+from .imageio import pixels_to_uint8, write_gif, write_png
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
 from .tiny import SPECS, Setup, caption_truth, load_model, prepare
@@ -39,15 +38,9 @@ from .tiny import SPECS, Setup, caption_truth, load_model, prepare
 VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
 
 
-def _to_uint8(frame: torch.Tensor, scale: int = VIEW_SCALE) -> np.ndarray:
-    """[3, H, W] in [0, 1] -> uint8 [H*scale, W*scale, 3]."""
-    img = (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return img.repeat(scale, axis=0).repeat(scale, axis=1)
-
-
 def _write_picture(out: Path, stem: str, pixels: torch.Tensor) -> list[Path]:
     """pixels [3, T, H, W]: a PNG for an image; a GIF plus one PNG per frame for a video."""
-    frames = [_to_uint8(pixels[:, t]) for t in range(pixels.shape[1])]
+    frames = [pixels_to_uint8(pixels[:, t], VIEW_SCALE) for t in range(pixels.shape[1])]
     if len(frames) == 1:
         return [write_png(out / f"{stem}.png", frames[0])]
     files = [write_gif(out / f"{stem}.gif", frames, duration_ms=250)]
@@ -59,7 +52,7 @@ def level_map_picture(setup: Setup, pixels: torch.Tensor, token_levels: torch.Te
     t, h, w = setup.field.token_grid
     levels = token_levels.reshape(t, h, w).cpu().numpy()
     frame_of = lambda i: min(i * pixels.shape[1] // t, pixels.shape[1] - 1)  # noqa: E731
-    tiles = [level_overlay(_to_uint8(pixels[:, frame_of(i)]), levels[i], base=1) for i in range(t)]
+    tiles = [level_overlay(pixels_to_uint8(pixels[:, frame_of(i)], VIEW_SCALE), levels[i], base=1) for i in range(t)]
     return tiles[0] if t == 1 else image_grid(tiles, cols=t, labels=[f"frame {i}" for i in range(t)])
 
 
@@ -85,15 +78,14 @@ def _generate(args: argparse.Namespace) -> int:
         raise SystemExit(f"--preset {preset} is not a {args.method} preset; choose one of "
                          f"{', '.join(JIT_PRESETS if args.method == 'jit' else JANO_PRESETS)}")
     methods = ["full"] if args.method == "full" else ["full", args.method]
-    sigmas = {m: setup.sigmas for m in methods}
-    if args.method == "jit":  # JiT brings its own step count and Beta-warped timesteps; full keeps --steps
-        c = JIT_PRESETS[preset]
-        sigmas["jit"] = beta_sigmas(c.num_steps, c.beta_alpha, c.beta_beta, device=setup.noise.device)
+    # JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps
+    sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
+    steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
     out = Path(args.out)
     device = torch.device(args.device)
     runs, seconds = {}, {}
     runs_per_method = args.warmup + args.repeats
-    with Progress(runs_per_method * sum(len(s) - 1 for s in sigmas.values()), f"{args.model} sampling") as bar:
+    with Progress(runs_per_method * sum(steps.values()), f"{args.model} sampling") as bar:
         for method in methods:
             def once(method=method):
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=preset,
@@ -108,8 +100,7 @@ def _generate(args: argparse.Namespace) -> int:
         files += _write_picture(out, m, pixels[m])
     truth = caption_truth(args.prompt)
     if truth is not None:
-        summary["caption_agreement"] = {m: caption_agreement(p if p.shape[1] > 1 else p[:, 0], truth)
-                                        for m, p in pixels.items()}
+        summary["caption_agreement"] = {m: caption_agreement(p, truth) for m, p in pixels.items()}
     median = {m: float(np.median(s)) for m, s in seconds.items()}
     summary["denoise_seconds_median"] = median
     print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
@@ -187,20 +178,12 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .analysis import run_study, study_markdown
+    from .analysis import run_study, study_markdown, write_study
 
     result = run_study(args.model, prompts=args.prompts, steps=args.steps, model=_load(args), preset=args.preset)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(result.to_dict(), indent=1))
-    (out / "study.md").write_text(study_markdown(result))
-    ks = result.warmup_steps
-    write_png(out / "fig8.png", xy_chart({k.replace("_vs_", " vs "): (ks, v) for k, v in result.accuracy.items()},
-                                         title=f"{args.model}: recognition accuracy vs warm-up steps",
-                                         xlabel="warm-up steps K", ylabel="tercile accuracy", ylim=(0, 1),
-                                         hlines={"chance": 1 / 3}))
+    files = write_study(result, args.out)
     print(study_markdown(result))
-    print(f"wrote {out / 'study.json'}, {out / 'study.md'}, {out / 'fig8.png'}")
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -269,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample with Jano and with full compute; compare them")
     gen.add_argument("prompt")
     model_args(gen)
-    gen.add_argument("--method", default="jano", choices=["jano", "jit", "full"])
+    gen.add_argument("--method", default="jano", choices=METHODS)
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
     gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,15 @@ PRESETS: dict[str, JanoConfig] = {
 }
 
 
-def get_preset(name: str | JanoConfig) -> JanoConfig:
-    if isinstance(name, JanoConfig):
+def lookup_preset(name, presets: Mapping, config_type: type, method: str):
+    """``name`` if it already is a ``config_type``, else ``presets[name]``, with an error listing the choices."""
+    if isinstance(name, config_type):
         return name
-    if name not in PRESETS:
-        raise KeyError(f"unknown Jano preset {name!r}; choose one of {', '.join(PRESETS)} or pass a JanoConfig")
-    return PRESETS[name]
+    if name not in presets:
+        raise KeyError(f"unknown {method} preset {name!r}; choose one of {', '.join(presets)} "
+                       f"or pass a {config_type.__name__}")
+    return presets[name]
+
+
+def get_preset(name: str | JanoConfig) -> JanoConfig:
+    return lookup_preset(name, PRESETS, JanoConfig, "Jano")

@@ -36,7 +36,7 @@ class Generation:
 def generate(
     field: Callable[..., Tensor],
     noise: Tensor,
-    sigmas: Tensor,
+    sigmas: Tensor | None,
     *,
     method: str = "jano",
     config: str | JanoConfig | Any = "flux-dev",
@@ -50,7 +50,7 @@ def generate(
     ``field`` is a token velocity field (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity``
     over one, with ``layout`` the field that knows the token grid). ``config`` is a Jano preset name or a
     ``JanoConfig`` for ``method="jano"``, a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
-    have ``num_steps + 1`` entries: ``jit.beta_sigmas`` gives the paper's warp); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    have ``num_steps + 1`` entries, or be None for the preset's own Beta-warped steps, ``jit.beta_sigmas``); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -3,6 +3,7 @@ needed)."""
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -25,10 +26,28 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
 
     header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return _write_atomic(path, png)
+
+
+def _write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write through a temporary file and rename it, so a reader (or a resumed run) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomic UTF-8 text write (see ``_write_atomic``)."""
+    return _write_atomic(path, text.encode())
+
+
+def pixels_to_uint8(frame: Tensor, scale: int = 1) -> np.ndarray:
+    """[3, H, W] pixels in [0, 1] -> uint8 [H * scale, W * scale, 3], enlarged by nearest neighbour."""
+    img = (frame.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return img.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
 def latent_preview(latent: Tensor, scale: int = 8) -> np.ndarray:
@@ -139,7 +158,4 @@ def write_gif(path: str | Path, frames, *, duration_ms: int = 250, loop: int = 0
         parts.append(b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0))  # full-frame image, no local table
         parts.append(b"\x08" + sub_blocks(_lzw_encode(indices.tobytes(), 8)))
     parts.append(b"\x3b")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(parts))
-    return path
+    return _write_atomic(path, b"".join(parts))

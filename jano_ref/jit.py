@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import lookup_preset
 from .plan import TokenCost
 from .study import regularized_incomplete_beta
 from .timing import synchronize
@@ -148,11 +149,7 @@ PRESETS: Mapping[str, JiTConfig] = MappingProxyType({
 
 
 def get_jit_preset(name: str | JiTConfig) -> JiTConfig:
-    if isinstance(name, JiTConfig):
-        return name
-    if name not in PRESETS:
-        raise KeyError(f"unknown JiT preset {name!r}; choose one of {', '.join(PRESETS)} or pass a JiTConfig")
-    return PRESETS[name]
+    return lookup_preset(name, PRESETS, JiTConfig, "JiT")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -10,14 +10,11 @@ Everything in the section comes from files this writes under ``--out`` (default 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analysis import run_study, study_markdown
+from .analysis import run_study, study_markdown, write_study
 from .bench import Bench, BenchConfig, results_markdown
-from .imageio import write_png
-from .plot import xy_chart
 
 BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -89,12 +86,7 @@ def run_model(model: str, out: Path, *, quick: bool) -> tuple[dict, object]:
                       prompts=prompts)
     results = Bench(cfg, out).run()
     study = run_study(model, prompts=study_prompts)
-    (out / "study.json").write_text(json.dumps(study.to_dict(), indent=1))
-    (out / "study.md").write_text(study_markdown(study))
-    ks = study.warmup_steps
-    write_png(out / "fig8.png", xy_chart({k.replace("_vs_", " vs "): (ks, v) for k, v in study.accuracy.items()},
-                                         title=f"{model}: recognition accuracy vs warm-up steps", xlabel="warm-up steps K",
-                                         ylabel="tercile accuracy", ylim=(0, 1), hlines={"chance": 1 / 3}))
+    write_study(study, out)
     return results, study
 
 

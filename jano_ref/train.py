@@ -32,6 +32,7 @@ from models.autoencoder import SpaceToDepth
 from models.flux import image_ids, pack, text_ids
 
 from .data import make_batch
+from .imageio import write_text
 from .text import TinyTextEncoder
 
 
@@ -119,9 +120,7 @@ def save_checkpoint(out: Path, cfg: TrainConfig, state: TrainState, model, ema, 
         tensors[f"exp_avg_sq/{index[id(p)]}"] = s["exp_avg_sq"]
         tensors[f"opt_step/{index[id(p)]}"] = torch.as_tensor(s["step"], dtype=torch.float64).reshape(1)
     _atomic_save(tensors, resume)
-    tmp = log.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(config=dataclasses.asdict(cfg), **dataclasses.asdict(state)), indent=1))
-    os.replace(tmp, log)
+    write_text(log, json.dumps(dict(config=dataclasses.asdict(cfg), **dataclasses.asdict(state)), indent=1))
 
 
 def load_checkpoint_state(out: Path, cfg: TrainConfig, model, ema, optimizer) -> TrainState:

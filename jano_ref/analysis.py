@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .analyzer import BlockGrid, analyze, stack_warmup
+from .analyzer import BlockGrid, analyze
 from .config import JanoConfig, get_preset
 from .generate import Generation, generate
 from .imageio import write_png, write_text
@@ -139,7 +139,7 @@ def run_study(name: str, *, prompts: int = 16, steps: int = 50, warmup_steps=(2,
             prompt_rhos.append(spearman(truth["complexity"], truth["convergence"])[0])
             for j, k in enumerate(warmup_steps):
                 predicted = {
-                    "jano": analyze(stack_warmup(list(traj.velocities[:k])), grid, alpha=config.alpha,
+                    "jano": analyze(traj.velocities[:k], grid, alpha=config.alpha,
                                     d_strength=config.d_strength, d_distance=config.d_distance).enhanced,
                     "fft": fft_complexity_map(traj.states[k], grid),
                 }

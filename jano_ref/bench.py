@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
 from .data import caption_agreement
-from .generate import Generation, generate
+from .generate import Generation, cost_against_full, generate
 from .imageio import write_png, write_text
 from .metrics import LPIPS, frame_metrics
 from .plot import xy_chart
@@ -214,14 +214,7 @@ class Bench:
             return generate(setup.field, setup.noise, sigmas, **kwargs)
 
         run, seconds, peak = timed_runs(once, self.cfg.warmup, self.cfg.repeats, self.device)
-        counts = run.report.token_counts
-        num_tokens = setup.noise.shape[1]
-        if method == "steps":
-            ideal, fraction = self.cfg.steps / steps, steps / self.cfg.steps
-        elif method == "jit":  # against the 50-step full run; the paper's "7x" is this FLOPs ratio
-            ideal, fraction = run.report.speedup_vs(self.cfg.steps), sum(counts) / (self.cfg.steps * num_tokens)
-        else:
-            ideal, fraction = run.report.ideal_speedup, sum(counts) / (len(counts) * num_tokens)
+        ideal, fraction = cost_against_full(run.report, self.cfg.steps, setup.noise.shape[1])
         pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
         cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds, float(ideal), float(fraction), peak)
         cell.caption = caption_agreement(pixels.transpose(0, 1), self.scenes[i])

@@ -29,7 +29,7 @@ import models
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
 from .data import caption_agreement
-from .generate import METHODS, generate
+from .generate import METHODS, cost_against_full, generate
 from .imageio import pixels_to_uint8, write_gif, write_png
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
@@ -110,13 +110,12 @@ def _generate(args: argparse.Namespace) -> int:
         quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
         if args.method == "jano":
             files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
-            ideal = report.ideal_speedup
             print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
-        else:  # JiT: FLOPs ratio against the full run with --steps steps
-            ideal = report.speedup_vs(args.steps)
+        else:
             print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
+        ideal, fraction = cost_against_full(report, args.steps, setup.noise.shape[1])
         summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
-                       token_fraction=sum(report.token_counts) / (args.steps * setup.noise.shape[1]), **quality)
+                       token_fraction=fraction, **quality)
         print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
               f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
               f"LPIPS {quality['lpips']:.4f}")

@@ -33,6 +33,19 @@ class Generation:
     seconds: float  # wall time of the denoising loop
 
 
+def cost_against_full(report: FullReport | JanoReport | JiTReport, full_steps: int, num_tokens: int
+                       ) -> tuple[float, float]:
+    """(ideal speedup, token fraction) of a run against full compute with ``full_steps`` steps over ``num_tokens``
+    tokens: token FLOPs for Jano (same steps) and JiT (its own steps; the paper's "7x" is this ratio), the step
+    ratio for full compute with fewer steps; the fraction is token evaluations over full's."""
+    fraction = sum(report.token_counts) / (full_steps * num_tokens)
+    if isinstance(report, JiTReport):
+        return report.speedup_vs(full_steps), fraction
+    if isinstance(report, FullReport):
+        return full_steps / len(report.token_counts), fraction
+    return report.ideal_speedup, fraction
+
+
 def generate(
     field: Callable[..., Tensor],
     noise: Tensor,

@@ -1,6 +1,6 @@
 """``jano report``: run the README's benchmarks and analyses, then rewrite the README's results section.
 
-    jano report                      # both tiny models; ~1 h on 2 CPU cores; resumable (bench cells are kept)
+    jano report                      # both tiny models; ~15 min on 2 CPU cores; resumable (bench cells are kept)
     jano report --quick --out /tmp/r # 2 prompts, prints the section, leaves the README alone (a smoke run)
 
 Everything in the section comes from files this writes under ``--out`` (default ``notebooks/results/``):
@@ -23,7 +23,7 @@ END = "<!-- results:end -->"
 @dataclass(frozen=True)
 class ModelPlan:
     """What the README reports for one model: the official preset, (Flux) the paper's fastest Appendix B row, and
-    the matched-compute 2x variant. Kept small so the section rebuilds in under an hour on 2 CPU cores."""
+    the matched-compute 2x variant. Kept small so the section rebuilds in about 15 minutes on 2 CPU cores."""
 
     presets: tuple[str, ...]
     prompts: int
@@ -32,7 +32,7 @@ class ModelPlan:
 
 PLANS = {
     "tiny-flux": ModelPlan(("flux-dev", "flux-b3", "flux-dev-2x"), prompts=6, study_prompts=24),
-    # Two rows only: a tiny-wan generation costs ~4x a tiny-flux one on CPU and the section must rebuild in about an hour.
+    # Two rows only: a tiny-wan generation costs ~4x a tiny-flux one on CPU and the section should rebuild in minutes.
     "tiny-wan": ModelPlan(("wan", "wan-2x"), prompts=3, study_prompts=8),
 }
 

@@ -4,8 +4,10 @@ A ``TokenVelocity`` holds a model plus its conditioning and maps token latents `
 sigma (1 = noise, 0 = data) to velocities. Tokens are Flux's packed 2x2 latents or Wan's (1, 2, 2) patches,
 in the model's own token order, so samplers and accelerators never need to know which model runs.
 
-Both accept the models' optional hook: ``token_index`` (compute only these tokens) and ``kv_caches`` (one
-``models.layers.KVCache`` per guidance branch, keyed by branch name), and return one row per computed token.
+Both accept the models' optional hooks: ``token_index`` (compute only these tokens) and ``kv_caches`` (one
+``models.layers.KVCache`` per guidance branch, keyed by branch name), and return one row per computed token;
+``hooks`` (one ``models.layers.Hooks`` per guidance branch) is what the step and feature caches of
+``jano_ref.baselines`` plug into.
 """
 
 from __future__ import annotations
@@ -18,10 +20,30 @@ from torch import Tensor
 
 from models import Flux, WanModel
 from models.flux import image_ids, pack, text_ids, unpack
-from models.layers import KVCache
+from models.layers import Hooks, KVCache
 
 from .plan import TokenCost
 from .sampling import guidance_mix
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """FLOPs of one block in one full forward, split the way ``models.layers.Hooks`` can skip it.
+
+    ``self_attn`` and ``cross_attn`` include their projections and the attention itself; ``mlp`` is the part
+    ``Hooks.mlp`` computes (proportional to its rows); ``rest`` is always spent when the block runs (Flux text
+    MLP and text projections, single-block linear2). ``rows`` is the block's stream length.
+    """
+
+    self_attn: float
+    cross_attn: float
+    mlp: float
+    rest: float
+    rows: int
+
+    @property
+    def total(self) -> float:
+        return self.self_attn + self.cross_attn + self.mlp + self.rest
 
 
 @dataclass
@@ -63,15 +85,17 @@ class FluxVelocity:
         return 1, 2, 2
 
     def __call__(
-        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
+        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None,
+        hooks: dict[str, Hooks] | None = None,
     ) -> Tensor:
-        v_cond = self._run(self.cond, "cond", x, sigma, token_index, kv_caches)
+        v_cond = self._run(self.cond, "cond", x, sigma, token_index, kv_caches, hooks)
         if self.uncond is None:
             return v_cond.to(x.dtype)
-        v_uncond = self._run(self.uncond, "uncond", x, sigma, token_index, kv_caches)
+        v_uncond = self._run(self.uncond, "uncond", x, sigma, token_index, kv_caches, hooks)
         return guidance_mix(v_cond, v_uncond, self.guide_scale).to(x.dtype)
 
-    def _run(self, c: FluxConditioning, branch: str, x: Tensor, sigma: Tensor, token_index, kv_caches) -> Tensor:
+    def _run(self, c: FluxConditioning, branch: str, x: Tensor, sigma: Tensor, token_index, kv_caches, hooks
+             ) -> Tensor:
         b = x.shape[0]
         dtype = self.model.img_in.weight.dtype  # inputs follow the model; the velocity comes back in x's dtype
         guidance = None
@@ -87,6 +111,7 @@ class FluxVelocity:
             guidance=guidance,
             token_index=token_index,
             kv_cache=None if kv_caches is None else kv_caches[branch],
+            hooks=None if hooks is None else hooks[branch],
         )
 
     def token_cost(self) -> TokenCost:
@@ -98,6 +123,20 @@ class FluxVelocity:
         linear = 2 * (p.depth * double + p.depth_single_blocks * single + p.in_channels * d + d * p.out_channels)
         layers = p.depth + p.depth_single_blocks
         return TokenCost(linear, 4 * d * layers, always_computed=self.cond.txt.shape[1])
+
+    def block_costs(self) -> list[BlockCost]:
+        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+        p = self.model.params
+        d, mlp = p.hidden_size, int(p.hidden_size * p.mlp_ratio)
+        n_txt = self.cond.txt.shape[1]
+        n_img = math.prod(self.token_grid)
+        rows = n_txt + n_img
+        attention = 2 * 2 * d * rows * rows  # QK^T and AV over the joint sequence
+        double = BlockCost(self_attn=2 * 4 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n_img,
+                           rest=2 * 2 * d * mlp * n_txt, rows=n_img)
+        single = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * d * mlp * rows,
+                           rest=2 * (d + mlp) * d * rows, rows=rows)
+        return [double] * p.depth + [single] * p.depth_single_blocks
 
     def to_tokens(self, latent: Tensor) -> Tensor:
         return pack(latent)
@@ -134,15 +173,17 @@ class WanVelocity:
         return tuple(self.model.params.patch_size)
 
     def __call__(
-        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None
+        self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None,
+        hooks: dict[str, Hooks] | None = None,
     ) -> Tensor:
         video = self.model.unpatchify(x, self.token_grid)
         t = (sigma.reshape(1) * 1000).expand(x.shape[0]).float()  # Wan timesteps are in [0, 1000]
 
         def run(branch: str, context: Tensor) -> Tensor:
             cache = None if kv_caches is None else kv_caches[branch]
+            hook = None if hooks is None else hooks[branch]
             ctx = context.expand(x.shape[0], -1, -1)
-            return self.model.forward_tokens(video, t, ctx, token_index=token_index, kv_cache=cache)
+            return self.model.forward_tokens(video, t, ctx, token_index=token_index, kv_cache=cache, hooks=hook)
 
         v_cond = run("cond", self.context)
         if self.context_uncond is None:
@@ -157,6 +198,17 @@ class WanVelocity:
         patch = p.in_dim * math.prod(p.patch_size) * d
         linear = 2 * (p.num_layers * block + 2 * patch)
         return TokenCost(linear, 4 * d * p.num_layers, cross_attn_per_pair=4 * d * p.num_layers, cross_keys=p.text_len)
+
+    def block_costs(self) -> list[BlockCost]:
+        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+        p = self.model.params
+        d, rows = p.dim, math.prod(self.token_grid)
+        block = BlockCost(
+            self_attn=2 * 4 * d * d * rows + 2 * 2 * d * rows * rows,
+            cross_attn=2 * 2 * d * d * rows + 2 * 2 * d * d * p.text_len + 2 * 2 * d * rows * p.text_len,
+            mlp=2 * 2 * d * p.ffn_dim * rows, rest=0.0, rows=rows,
+        )
+        return [block] * p.num_layers
 
     def to_tokens(self, latent: Tensor) -> Tensor:
         return self.model.patchify(latent)

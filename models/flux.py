@@ -19,7 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles, timestep_embedding
+from .layers import PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles, timestep_embedding
 
 
 @dataclass
@@ -170,28 +170,38 @@ class DoubleStreamBlock(nn.Module):
         self.txt_attn = SelfAttention(hidden_size, num_heads, qkv_bias)
         self.txt_mlp = _mlp(hidden_size, mlp_hidden)
 
+    def modulated_input(self, x: Tensor, vec: Tensor, n_txt: int) -> Tensor:
+        """The image rows as the attention branch sees them (TeaCache's signal)."""
+        img_m1, _ = self.img_mod(vec)
+        return modulate(layer_norm(x[:, n_txt:]), img_m1.shift, img_m1.scale)
+
     def forward(
-        self, img: Tensor, txt: Tensor, vec: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None
-    ) -> tuple[Tensor, Tensor]:
+        self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH,
+    ) -> Tensor:
+        """x [B, n_txt + n_img, dim]: the text stream then the image stream, each with its own weights."""
+        txt, img = x[:, :n_txt], x[:, n_txt:]
         img_m1, img_m2 = self.img_mod(vec)
         txt_m1, txt_m2 = self.txt_mod(vec)
-        img_q, img_k, img_v = self.img_attn.project(modulate(layer_norm(img), img_m1.shift, img_m1.scale))
-        txt_q, txt_k, txt_v = self.txt_attn.project(modulate(layer_norm(txt), txt_m1.shift, txt_m1.scale))
 
-        n_txt = txt.shape[1]
-        attn = joint_attention(
-            torch.cat([txt_q, img_q], dim=2),
-            torch.cat([txt_k, img_k], dim=2),
-            torch.cat([txt_v, img_v], dim=2),
-            angles, n_txt, layer, kv_cache,
-        )
+        def joint() -> Tensor:
+            img_q, img_k, img_v = self.img_attn.project(modulate(layer_norm(img), img_m1.shift, img_m1.scale))
+            txt_q, txt_k, txt_v = self.txt_attn.project(modulate(layer_norm(txt), txt_m1.shift, txt_m1.scale))
+            return joint_attention(
+                torch.cat([txt_q, img_q], dim=2),
+                torch.cat([txt_k, img_k], dim=2),
+                torch.cat([txt_v, img_v], dim=2),
+                angles, n_txt, layer, kv_cache,
+            )
+
+        attn = hooks.attention(layer, "self", joint)
         txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
 
         img = img + img_m1.gate * self.img_attn.proj(img_attn)
-        img = img + img_m2.gate * self.img_mlp(modulate(layer_norm(img), img_m2.shift, img_m2.scale))
+        img = img + img_m2.gate * hooks.mlp(layer, modulate(layer_norm(img), img_m2.shift, img_m2.scale), self.img_mlp)
         txt = txt + txt_m1.gate * self.txt_attn.proj(txt_attn)
         txt = txt + txt_m2.gate * self.txt_mlp(modulate(layer_norm(txt), txt_m2.shift, txt_m2.scale))
-        return img, txt
+        return torch.cat([txt, img], dim=1)
 
 
 class SingleStreamBlock(nn.Module):
@@ -206,17 +216,32 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(hidden_size // num_heads)
         self.modulation = Modulation(hidden_size, double=False)
 
+    def modulated_input(self, x: Tensor, vec: Tensor, n_txt: int) -> Tensor:
+        (mod,) = self.modulation(vec)
+        return modulate(layer_norm(x), mod.shift, mod.scale)
+
     def forward(
-        self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None
+        self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH,
     ) -> Tensor:
         (mod,) = self.modulation(vec)
-        qkv, mlp = self.linear1(modulate(layer_norm(x), mod.shift, mod.scale)).split(
-            [3 * self.hidden_size, self.mlp_hidden], dim=-1
-        )
-        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        q, k = self.norm.query_norm(q), self.norm.key_norm(k)
-        attn = joint_attention(q, k, v, angles, n_txt, layer, kv_cache)
-        return x + mod.gate * self.linear2(torch.cat([attn, nn.functional.gelu(mlp, approximate="tanh")], dim=-1))
+        h = modulate(layer_norm(x), mod.shift, mod.scale)
+        # linear1 holds the q, k, v and MLP-input weights side by side; applying its two row blocks separately
+        # lets a cache skip either part.
+        d = 3 * self.hidden_size
+        w, b = self.linear1.weight, self.linear1.bias
+
+        def attend() -> Tensor:
+            q, k, v = rearrange(nn.functional.linear(h, w[:d], b[:d]), "b l (three h d) -> three b h l d",
+                                three=3, h=self.num_heads)
+            q, k = self.norm.query_norm(q), self.norm.key_norm(k)
+            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache)
+
+        def mlp(rows: Tensor) -> Tensor:
+            return nn.functional.gelu(nn.functional.linear(rows, w[d:], b[d:]), approximate="tanh")
+
+        attn = hooks.attention(layer, "self", attend)
+        return x + mod.gate * self.linear2(torch.cat([attn, hooks.mlp(layer, h, mlp)], dim=-1))
 
 
 class LastLayer(nn.Module):
@@ -265,6 +290,7 @@ class Flux(nn.Module):
         *,
         token_index: Tensor | None = None,
         kv_cache: KVCache | None = None,
+        hooks: Hooks | None = None,
     ) -> Tensor:
         """Velocity for packed latents.
 
@@ -272,10 +298,12 @@ class Flux(nn.Module):
         txt_ids likewise, timesteps [B] in [0, 1] (1 = noise), y [B, vec_in_dim], guidance [B] (dev only).
         token_index: optional 1-D indices of the image tokens to compute (all text tokens always are);
         the output then has one row per index. kv_cache: optional hook that extends image keys/values.
+        hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
         Returns [B, L_img or len(token_index), out_channels].
         """
         if img.ndim != 3 or txt.ndim != 3:
             raise ValueError(f"img and txt must be [B, L, C]; got {tuple(img.shape)} and {tuple(txt.shape)}")
+        hooks = PASS_THROUGH if hooks is None else hooks
         img_ids = _batched_ids(img_ids, img.shape[0])
         txt_ids = _batched_ids(txt_ids, txt.shape[0])
         if token_index is not None:
@@ -289,15 +317,15 @@ class Flux(nn.Module):
             vec = vec + self.guidance_in(timestep_embedding(guidance, 256, time_factor=1000.0).to(img.dtype))
         vec = vec + self.vector_in(y)
 
-        img, txt = self.img_in(img), self.txt_in(txt)
-        angles = rope_angles(torch.cat([txt_ids, img_ids], dim=1), self.params.axes_dim, self.params.theta)
-        for i, block in enumerate(self.double_blocks):
-            img, txt = block(img, txt, vec, angles, i, kv_cache)
-
         n_txt = txt.shape[1]
-        x = torch.cat([txt, img], dim=1)
-        for j, block in enumerate(self.single_blocks):
-            x = block(x, vec, angles, n_txt, self.params.depth + j, kv_cache)
+        x = torch.cat([self.txt_in(txt), self.img_in(img)], dim=1)
+        angles = rope_angles(torch.cat([txt_ids, img_ids], dim=1), self.params.axes_dim, self.params.theta)
+        for i, block in enumerate([*self.double_blocks, *self.single_blocks]):
+            x = hooks.block(
+                i, x,
+                lambda x, block=block, i=i: block(x, vec, angles, n_txt, i, kv_cache, hooks),
+                lambda x=x, block=block: block.modulated_input(x, vec, n_txt),
+            )
         return self.final_layer(x[:, n_txt:], vec)
 
 

@@ -10,7 +10,7 @@ computes in float32 from float64 frequencies; Wan rope_apply in complex float64)
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,46 @@ class KVCache(Protocol):
     """
 
     def extend_kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class Hooks(Protocol):
+    """The optional hook for step- and feature-level caches (TeaCache, first-block cache, PAB, ToCa).
+
+    Each method gets a function that computes the real thing and returns what the model should use
+    instead; ``PassThrough`` (the default) just calls it. ``layer`` counts blocks in execution order.
+
+    - ``block(layer, x, run, modulated)``: x [B, L, dim] is the block's input stream (Flux: text rows
+      then image rows; Wan: video tokens); ``run(x)`` is the block; ``modulated()`` is the adaLN-modulated,
+      normalised input of its first branch (Flux: image rows only). Return the block's output.
+    - ``attention(layer, kind, run)``: kind "self" or "cross"; ``run()`` gives the attention output the
+      block consumes (Flux: joint attention before the per-stream projections; Wan: the module output).
+    - ``mlp(layer, h, run)``: h [B, L, dim] is the MLP's modulated input; ``run(rows)`` maps any subset of
+      its rows to their MLP output (Flux single blocks: the GELU activations that linear2 reads).
+    """
+
+    def block(self, layer: int, x: Tensor, run: Callable[[Tensor], Tensor], modulated: Callable[[], Tensor]
+              ) -> Tensor: ...
+
+    def attention(self, layer: int, kind: str, run: Callable[[], Tensor]) -> Tensor: ...
+
+    def mlp(self, layer: int, h: Tensor, run: Callable[[Tensor], Tensor]) -> Tensor: ...
+
+
+class PassThrough:
+    """``Hooks`` that compute everything: the model without any cache."""
+
+    def block(self, layer: int, x: Tensor, run: Callable[[Tensor], Tensor], modulated: Callable[[], Tensor]
+              ) -> Tensor:
+        return run(x)
+
+    def attention(self, layer: int, kind: str, run: Callable[[], Tensor]) -> Tensor:
+        return run()
+
+    def mlp(self, layer: int, h: Tensor, run: Callable[[Tensor], Tensor]) -> Tensor:
+        return run(h)
+
+
+PASS_THROUGH = PassThrough()
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:

@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles, timestep_embedding
+from .layers import PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles, timestep_embedding
 
 
 @dataclass
@@ -136,17 +136,23 @@ class WanAttentionBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(p.dim, p.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(p.ffn_dim, p.dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, p.dim) / p.dim**0.5)
 
+    def modulated_input(self, x: Tensor, e0: Tensor) -> Tensor:
+        """The input of self-attention after norm and modulation (TeaCache's signal)."""
+        shift_sa, scale_sa = (self.modulation.float() + e0).chunk(6, dim=1)[:2]
+        return modulate(layer_norm(x, self.eps), shift_sa, scale_sa)
+
     def forward(
-        self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None
+        self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH,
     ) -> Tensor:
         """x [B, L, dim] float32 residual stream; e0 [B, 6, dim] float32 time projection."""
         dtype = self.ffn[0].weight.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(6, dim=1)
         h = modulate(layer_norm(x, self.eps), shift_sa, scale_sa).to(dtype)
-        x = x + self.self_attn(h, angles, layer, kv_cache).float() * gate_sa
-        x = x + self.cross_attn(self.norm3(x).to(dtype), context).float()
+        x = x + hooks.attention(layer, "self", lambda: self.self_attn(h, angles, layer, kv_cache)).float() * gate_sa
+        x = x + hooks.attention(layer, "cross", lambda x=x: self.cross_attn(self.norm3(x).to(dtype), context)).float()
         h = modulate(layer_norm(x, self.eps), shift_ff, scale_ff).to(dtype)
-        return x + self.ffn(h).float() * gate_ff
+        return x + hooks.mlp(layer, h, self.ffn).float() * gate_ff
 
 
 class Head(nn.Module):
@@ -200,12 +206,15 @@ class WanModel(nn.Module):
         *,
         token_index: Tensor | None = None,
         kv_cache: KVCache | None = None,
+        hooks: Hooks | None = None,
     ) -> Tensor:
         """Like ``forward`` but returns per-token outputs [B, n, prod(patch) * out_dim] (float32).
 
         token_index: optional 1-D indices of the video tokens to compute (default all, in grid order);
         kv_cache: optional hook that extends the self-attention keys/values of the computed tokens.
+        hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
         """
+        hooks = PASS_THROUGH if hooks is None else hooks
         p, dtype = self.params, self.patch_embedding.weight.dtype
         if context.ndim != 3 or context.shape[-1] != p.text_dim:
             raise ValueError(f"context must be [B, L, {p.text_dim}], got {tuple(context.shape)}")
@@ -225,7 +234,11 @@ class WanModel(nn.Module):
         e0 = _float32_mlp(self.time_projection, e).unflatten(1, (6, p.dim))
         context = self.text_embedding(context.to(dtype))
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, context, angles, i, kv_cache)
+            tokens = hooks.block(
+                i, tokens,
+                lambda x, block=block, i=i: block(x, e0, context, angles, i, kv_cache, hooks),
+                lambda x=tokens, block=block: block.modulated_input(x, e0),
+            )
         return self.head(tokens, e).float()
 
     def patchify(self, x: Tensor) -> Tensor:

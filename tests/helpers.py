@@ -1,4 +1,10 @@
 import torch
+from torch import Tensor
+
+from jano_ref.pipeline import BlockCost, FluxConditioning, FluxVelocity, WanVelocity
+from jano_ref.sampling import flux_schedule, guidance_mix, wan_schedule
+from models import build_model
+from models.layers import PASS_THROUGH
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
@@ -18,3 +24,78 @@ def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+# ---- small fields for samplers and caches: (field, noise tokens, sigmas) ----
+
+
+def flux_field(seed=0, size=16):
+    torch.manual_seed(seed)
+    model = randomize_(build_model("flux-test"), seed=seed)
+    field = FluxVelocity(model, FluxConditioning(torch.randn(1, 5, 40), torch.randn(1, 24), 3.5), (size, size))
+    noise = field.to_tokens(torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed)))
+    return field, noise, flux_schedule(16, (size // 2) ** 2)
+
+
+def flux_cfg_field(seed=0, size=16):
+    """Flux with classifier-free guidance (two branches, two caches), as tiny-flux is sampled."""
+    field, noise, sigmas = flux_field(seed, size)
+    model = randomize_(build_model("flux-test", guidance_embed=False), seed=seed)
+    uncond = FluxConditioning(torch.zeros(1, 5, 40), torch.zeros(1, 24), None)
+    cond = FluxConditioning(field.cond.txt, field.cond.y, None)
+    return FluxVelocity(model, cond, field.latent_hw, uncond=uncond, guide_scale=4.0), noise, sigmas
+
+
+def wan_field(seed=0):
+    torch.manual_seed(seed)
+    model = randomize_(build_model("wan-test"), seed=seed)
+    field = WanVelocity(model, torch.randn(1, 5, 24), torch.randn(1, 3, 24), (3, 8, 8))
+    noise = field.to_tokens(torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(seed)))
+    return field, noise, wan_schedule(12)
+
+
+class AnalyticField:
+    """A fake token velocity field whose blocks are known functions, for exact skip-logic tests.
+
+    Block i maps the stream s to ``s + attention + mlp`` with attention = ``attn_scale * mean over rows of s``
+    (a stand-in that mixes tokens) and mlp = ``mlp_scale * s`` (row-wise). Each guidance branch starts from
+    ``x`` (cond) or ``-x`` (uncond) plus ``sigma``, and calls ``hooks[branch]`` exactly as the models do. Every
+    block part (self-attention, MLP, the rest; no cross-attention) costs 1 FLOP per row, so metered FLOPs count
+    the calls. ``calls`` records (branch, layer, part).
+    """
+
+    def __init__(self, depth: int = 3, branches=("cond",), attn_scale: float = 0.5, mlp_scale: float = 1.0,
+                 guide_scale: float = 2.0, rows: int = 8):
+        self.depth, self.branches = depth, tuple(branches)
+        self.attn_scale, self.mlp_scale, self.guide_scale = attn_scale, mlp_scale, guide_scale
+        self.calls: list[tuple[str, int, str]] = []
+        self.rows = rows  # tokens per sample the field expects (for the FLOP meter)
+
+    def block_costs(self) -> list[BlockCost]:
+        return [BlockCost(self_attn=self.rows, cross_attn=0.0, mlp=self.rows, rest=self.rows, rows=self.rows)
+                ] * self.depth
+
+    def __call__(self, x: Tensor, sigma: Tensor, *, hooks=None, token_index=None, kv_caches=None) -> Tensor:
+        outs = {}
+        for b in self.branches:
+            h = PASS_THROUGH if hooks is None else hooks[b]
+            s = (x if b == "cond" else -x) + float(sigma)
+            for i in range(self.depth):
+                s = h.block(i, s, lambda s, i=i, b=b, h=h: self._block(b, i, s, h), lambda s=s: s * (1 + float(sigma)))
+            outs[b] = s
+        if len(self.branches) == 1:
+            return outs["cond"]
+        return guidance_mix(outs["cond"], outs["uncond"], self.guide_scale)
+
+    def _block(self, branch: str, i: int, s: Tensor, h) -> Tensor:
+        self.calls.append((branch, i, "block"))
+
+        def attend() -> Tensor:
+            self.calls.append((branch, i, "attention"))
+            return self.attn_scale * s.mean(dim=1, keepdim=True).expand_as(s)
+
+        def mlp(rows: Tensor) -> Tensor:
+            self.calls.append((branch, i, "mlp"))
+            return self.mlp_scale * rows
+
+        return s + h.attention(i, "self", attend) + h.mlp(i, s, mlp)

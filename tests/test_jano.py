@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from jano_ref import generate, get_preset
 from jano_ref.cache import LevelKVCache
 from jano_ref.plan import ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH, JanoPlan, TokenCost, computed_tokens, step_level
-from jano_ref.pipeline import FluxConditioning, FluxVelocity, WanVelocity
-from jano_ref.sampling import EpsToVelocity, flux_schedule, linear_beta_alphas_cumprod, sample_euler, wan_schedule
+from jano_ref.pipeline import WanVelocity
+from jano_ref.sampling import EpsToVelocity, linear_beta_alphas_cumprod, sample_euler
 from models import build_model
 from models.flux import image_ids, text_ids
 from models.layers import attention
 
-from .helpers import randomize_, rel_err
+from .helpers import flux_cfg_field, flux_field, randomize_, rel_err, wan_field
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -179,37 +179,12 @@ def test_ideal_speedup_from_token_flops():
 # ---- (d) all blocks active = full sampling; the sampler follows its plan ----------------------------
 
 
-def _flux_field(seed=0, size=16):
-    torch.manual_seed(seed)
-    model = randomize_(build_model("flux-test"), seed=seed)
-    field = FluxVelocity(model, FluxConditioning(torch.randn(1, 5, 40), torch.randn(1, 24), 3.5), (size, size))
-    noise = field.to_tokens(torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed)))
-    return field, noise, flux_schedule(16, (size // 2) ** 2)
-
-
-def _flux_cfg_field(seed=0, size=16):
-    """Flux with classifier-free guidance (two branches, two caches), as tiny-flux is sampled."""
-    field, noise, sigmas = _flux_field(seed, size)
-    model = randomize_(build_model("flux-test", guidance_embed=False), seed=seed)
-    uncond = FluxConditioning(torch.zeros(1, 5, 40), torch.zeros(1, 24), None)
-    cond = FluxConditioning(field.cond.txt, field.cond.y, None)
-    return FluxVelocity(model, cond, field.latent_hw, uncond=uncond, guide_scale=4.0), noise, sigmas
-
-
-def _wan_field(seed=0):
-    torch.manual_seed(seed)
-    model = randomize_(build_model("wan-test"), seed=seed)
-    field = WanVelocity(model, torch.randn(1, 5, 24), torch.randn(1, 3, 24), (3, 8, 8))
-    noise = field.to_tokens(torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(seed)))
-    return field, noise, wan_schedule(12)
-
-
 SMALL_FLUX = get_preset("flux-dev").replace(warmup_steps=3, cooldown_steps=2, static_interval=5, medium_interval=2)
 SMALL_WAN = get_preset("wan").replace(warmup_steps=3, cooldown_steps=2, static_interval=4, medium_interval=2,
                                       block_size=(1, 2, 2))
 
 
-@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_flux_cfg_field, SMALL_FLUX), (_wan_field, SMALL_WAN)],
+@pytest.mark.parametrize("make, config", [(flux_field, SMALL_FLUX), (flux_cfg_field, SMALL_FLUX), (wan_field, SMALL_WAN)],
                          ids=["flux", "flux-cfg", "wan"])
 def test_all_blocks_active_equals_full_sampling(make, config):
     field, noise, sigmas = make()
@@ -220,7 +195,7 @@ def test_all_blocks_active_equals_full_sampling(make, config):
     assert rel_err(jano.tokens, full.tokens) <= 1e-6
 
 
-@pytest.mark.parametrize("make, config", [(_flux_field, SMALL_FLUX), (_flux_cfg_field, SMALL_FLUX), (_wan_field, SMALL_WAN)],
+@pytest.mark.parametrize("make, config", [(flux_field, SMALL_FLUX), (flux_cfg_field, SMALL_FLUX), (wan_field, SMALL_WAN)],
                          ids=["flux", "flux-cfg", "wan"])
 def test_sampler_computes_what_the_plan_reports(make, config):
     field, noise, sigmas = make()
@@ -243,7 +218,7 @@ def test_sampler_computes_what_the_plan_reports(make, config):
 
 
 def test_hold_frozen_latents_ablation_keeps_frozen_tokens_fixed():
-    field, noise, sigmas = _flux_field()
+    field, noise, sigmas = flux_field()
     states = []
     config = SMALL_FLUX.replace(hold_frozen_latents=True, static_thresh=0.3, medium_thresh=0.6)
     result = generate(field, noise, sigmas, method="jano", config=config, callback=lambda s: states.append(s))
@@ -263,7 +238,7 @@ def test_hold_frozen_latents_ablation_keeps_frozen_tokens_fixed():
 
 
 def test_jano_through_the_ddim_adapter():
-    field, noise, _ = _flux_field()
+    field, noise, _ = flux_field()
 
     def eps_model(x_t, t, *, token_index=None, kv_caches=None):  # read the Flux output as an epsilon prediction
         return field(x_t, t / 1000, token_index=token_index, kv_caches=kv_caches)
@@ -287,11 +262,11 @@ def test_jano_through_the_ddim_adapter():
 _SCRIPT = textwrap.dedent(
     """
     import sys, torch
-    from tests.test_jano import _flux_field, _wan_field, SMALL_FLUX, SMALL_WAN
+    from tests.test_jano import flux_field, wan_field, SMALL_FLUX, SMALL_WAN
     from jano_ref import generate
     torch.set_num_threads(1)
     kind = sys.argv[1]
-    make, cfg = (_flux_field, SMALL_FLUX) if kind == "flux" else (_wan_field, SMALL_WAN)
+    make, cfg = (flux_field, SMALL_FLUX) if kind == "flux" else (wan_field, SMALL_WAN)
     field, noise, sigmas = make(seed=int(sys.argv[2]))
     torch.save(generate(field, noise, sigmas, method="jano", config=cfg).tokens, sys.argv[3])
     """
@@ -304,7 +279,7 @@ def test_generations_are_independent_of_process_history(tmp_path):
     try:
         in_process = {}
         for kind, seed in [("flux", 0), ("wan", 0), ("flux", 0), ("flux", 1), ("wan", 1), ("wan", 0)]:
-            make, cfg = (_flux_field, SMALL_FLUX) if kind == "flux" else (_wan_field, SMALL_WAN)
+            make, cfg = (flux_field, SMALL_FLUX) if kind == "flux" else (wan_field, SMALL_WAN)
             field, noise, sigmas = make(seed=seed)
             out = generate(field, noise, sigmas, method="jano", config=cfg).tokens
             if (kind, seed) in in_process:  # the same generation again, after others ran in between

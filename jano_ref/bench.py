@@ -10,6 +10,9 @@ Methods (a run is a method and a preset):
                      fractions of static / moderate / active blocks in the wrong places (Jano §6.5 ablation).
 * ``jit``            JiT with a named preset (``jano_ref.jit.PRESETS``: its own step count and Beta-warped
                      timesteps); speedup and quality are against the same 50-step full run (JiT §5.1).
+* ``teacache``, ``fbcache``, ``pab``, ``toca``, ``ras``
+                     the caching baselines (``jano_ref.baselines``) with a named preset or a sweep label
+                     ``knob=value``; ``--sweep`` runs each over its knob (``SWEEP`` in its module).
 * ``steps``          uniform step reduction: full compute with fewer steps. Preset ``P`` (a Jano preset) takes
                      round(steps / ideal speedup of jano/P) steps, i.e. the same compute as Jano; an integer
                      preset takes that many steps.
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import baselines
 from .config import PRESETS as JANO_PRESETS
 from .jit import PRESETS as JIT_PRESETS
 from .data import caption_agreement
@@ -48,14 +52,14 @@ from .study import shuffled_levels
 from .timing import timed_runs
 from .tiny import SPECS, evaluation_scenes, load_model, prepare
 
-BENCH_METHODS = ("full", "jano", "random-levels", "jit", "steps")
+BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
 
 
 @dataclass
 class BenchConfig:
     model: str = "tiny-flux"
     methods: tuple[str, ...] = ("full", "jano")
-    presets: tuple[str, ...] | None = None  # Jano presets (default: the model's own)
+    presets: tuple[str, ...] | None = None  # Jano / JiT / baseline presets (default: the model's own)
     prompts: int = 8
     seeds: tuple[int, ...] = (0,)
     steps: int = 50
@@ -63,6 +67,7 @@ class BenchConfig:
     repeats: int = 3
     device: str = "cpu"
     dtype: str = "float32"
+    sweep: bool = False  # baselines: every value of their knob
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in BENCH_METHODS]
@@ -75,9 +80,27 @@ class BenchConfig:
         if self.presets is None:
             self.presets = (SPECS[self.model].jano_preset,) + (("jit-4x",) if "jit" in self.methods else ())
         for p in self.presets:
-            if p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit():
+            if p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit() and self._baseline_of(p) is None:
                 raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}), a JiT preset "
-                                 f"({', '.join(JIT_PRESETS)}) or, for the steps method, a step count")
+                                 f"({', '.join(JIT_PRESETS)}), a baseline preset or knob=value label, or, for the "
+                                 "steps method, a step count")
+
+    def _baseline_of(self, preset: str) -> str | None:
+        """The baseline a preset belongs to (``knob=value`` labels belong to every selected baseline with that knob)."""
+        for m in baselines.BASELINES:
+            if preset in baselines.presets(m):
+                return m
+            if "=" in preset and preset.split("=")[0] == baselines.knob(m) and m in self.methods:
+                return m
+        return None
+
+    def baseline_runs(self, method: str) -> list[str]:
+        """A baseline's presets: the ones named for it, its sweep with ``sweep``, else its default for the model."""
+        named = [p for p in self.presets if p in baselines.presets(method)
+                 or "=" in p and p.split("=")[0] == baselines.knob(method)]
+        swept = [label for label, _ in baselines.sweep(method, self.model)] if self.sweep else []
+        chosen = named + [label for label in swept if label not in named]
+        return chosen or [baselines.default_preset(method, self.model)]
 
     def identity(self) -> dict:
         """What a cell's numbers depend on (prompts, methods and presets may grow between invocations)."""
@@ -93,6 +116,8 @@ class BenchConfig:
                 out.append(("full", "-"))
             elif m == "steps":
                 out += [(m, p) for p in self.presets if p in JANO_PRESETS or p.isdigit()]
+            elif m in baselines.BASELINES:
+                out += [(m, p) for p in self.baseline_runs(m)]
             else:
                 out += [(m, p) for p in self.presets if p in accepts[m]]
         return out
@@ -197,7 +222,11 @@ class Bench:
         setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
         kwargs: dict = dict(method="full")
         sigmas = setup.sigmas
-        if method == "jit":
+        if method in baselines.BASELINES:
+            config = baselines.resolve(method, preset, self.cfg.model)
+            kwargs = dict(method=method, config=config)
+            params = {k: v for k, v in asdict(config).items() if k != "source"}
+        elif method == "jit":
             config = JIT_PRESETS[preset]
             kwargs = dict(method="jit", config=config)
             params = {k: v for k, v in asdict(config).items() if k != "source"}
@@ -239,7 +268,8 @@ class Bench:
     def write_results(self) -> dict:
         results = aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device))
         write_text(self.out / "results.json", json.dumps(results, indent=1))
-        write_text(self.out / "results.md", results_markdown(results))
+        write_text(self.out / "results.md", results_markdown(results) + "\nBest PSNR at matched measured speedup "
+                   "(within 15 %):\n\n" + matched_table(results))
         write_png(self.out / "pareto.png", pareto_chart(results))
         return results
 
@@ -306,17 +336,48 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frontier(points: list[tuple[float, float]], *, higher_is_better: bool = True) -> list[tuple[float, float]]:
+    """The (speedup, quality) points no other point beats on both axes, by increasing speedup."""
+    sign = 1 if higher_is_better else -1
+    best = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -sign * p[1])):  # fastest first
+        if not best or sign * y > sign * best[-1][1]:
+            best.append((x, y))
+    return best[::-1]
+
+
 def pareto_chart(results: dict) -> np.ndarray:
-    """PSNR against measured speedup, one series per method (full is the reference and has no PSNR)."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for r in results["runs"]:
-        if r["psnr"] is None or r["speedup"] is None:
-            continue
-        xs, ys = series.setdefault(r["method"], ([], []))
-        xs.append(r["speedup"])
-        ys.append(r["psnr"])
-    series = {k: tuple(map(list, zip(*sorted(zip(*v))))) for k, v in series.items()}
-    if not series:
-        series = {"(no accelerated runs yet)": ([1.0], [float("nan")])}
-    return xy_chart(series, title=f"{results['model']}: quality vs measured speedup ({results['steps']} steps)",
-                    xlabel="measured speedup (x)", ylabel="PSNR vs full (dB)")
+    """PSNR (top) and LPIPS (bottom) against measured speedup: each method's frontier (full is the reference)."""
+    panels = []
+    for key, label, higher in (("psnr", "PSNR vs full (dB)", True), ("lpips", "LPIPS vs full", False)):
+        points: dict[str, list[tuple[float, float]]] = {}
+        for r in results["runs"]:
+            if r[key] is not None and r["speedup"] is not None:
+                points.setdefault(r["method"], []).append((r["speedup"], r[key]))
+        series = {m: tuple(map(list, zip(*frontier(p, higher_is_better=higher)))) for m, p in points.items()}
+        if not series:
+            series = {"(no accelerated runs yet)": ([1.0], [float("nan")])}
+        panels.append(xy_chart(series, title=f"{results['model']}: {key.upper()} vs measured speedup, frontier per "
+                               f"method ({results['steps']} steps)", xlabel="measured speedup (x)", ylabel=label))
+    return np.concatenate(panels, axis=0)
+
+
+def matched_table(results: dict, targets: tuple[float, ...] = (1.5, 2.0, 3.0), tolerance: float = 0.15) -> str:
+    """Markdown: per method and target speedup, the run with the best PSNR among those whose *measured* speedup
+    is within ``tolerance`` (relative) of the target; "-" where no run of that method got there."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in results["runs"]) if m != "full"]
+    lines = ["| method | " + " | ".join(f"~{t:g}x: run, speedup, PSNR / SSIM / LPIPS" for t in targets) + " |",
+             "|---|" + "---|" * len(targets)]
+    for m in methods:
+        cells = []
+        for t in targets:
+            near = [r for r in results["runs"] if r["method"] == m and r["speedup"] is not None
+                    and r["psnr"] is not None and abs(r["speedup"] / t - 1) <= tolerance]
+            if not near:
+                cells.append("-")
+                continue
+            r = max(near, key=lambda r: r["psnr"])
+            cells.append(f"{r['preset']}, {r['speedup']:.2f}x, {r['psnr']:.2f} / {_fmt(r['ssim'], '.3f')} / "
+                         f"{_fmt(r['lpips'], '.3f')}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

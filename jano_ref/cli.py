@@ -4,7 +4,9 @@
     jano analyze "a blue checkered square on a gradient background"   complexity, levels, token counts, ground truth
     jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
+    jano bench --methods full,jano,jit,teacache,toca,pab,ras,fbcache --sweep     the baselines' Pareto comparison
     jano report                                                  regenerate the README results section
+    jano calibrate tiny-flux                                     fit TeaCache's rescale polynomial for a tiny model
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
     jano card tiny-flux                                          its model card (loss, samples, caption agreement)
     jano models                                                  list model presets
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +69,31 @@ def _load(args: argparse.Namespace):
                       random_weights=getattr(args, "random_weights", False))
 
 
+def _method_config(method: str, preset: str | None, model: str):
+    """(preset name, config) for ``jano generate``; the default preset is the model's own."""
+    from .baselines import BASELINES, default_preset, resolve
+
+    if method == "full":
+        return None, None
+    if method in BASELINES:
+        try:
+            return preset or default_preset(method, model), resolve(method, preset, model)
+        except (KeyError, ValueError) as error:
+            raise SystemExit(f"--preset: {error.args[0]}") from None
+    presets = JIT_PRESETS if method == "jit" else JANO_PRESETS
+    preset = preset or ("jit-4x" if method == "jit" else SPECS[model].jano_preset)
+    if preset not in presets:
+        raise SystemExit(f"--preset {preset} is not a {method} preset; choose one of {', '.join(presets)}")
+    return preset, preset
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .timing import timed_runs
     from .metrics import frame_metrics
 
     model = _load(args)
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
-    preset = args.preset or ("jit-4x" if args.method == "jit" else setup.spec.jano_preset)
-    wrong = args.method == "jit" and preset not in JIT_PRESETS or args.method == "jano" and preset not in JANO_PRESETS
-    if wrong:
-        raise SystemExit(f"--preset {preset} is not a {args.method} preset; choose one of "
-                         f"{', '.join(JIT_PRESETS if args.method == 'jit' else JANO_PRESETS)}")
+    preset, config = _method_config(args.method, args.preset, args.model)
     methods = ["full"] if args.method == "full" else ["full", args.method]
     # JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps
     sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
@@ -88,7 +105,7 @@ def _generate(args: argparse.Namespace) -> int:
     with Progress(runs_per_method * sum(steps.values()), f"{args.model} sampling") as bar:
         for method in methods:
             def once(method=method):
-                return generate(setup.field, setup.noise, sigmas[method], method=method, config=preset,
+                return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
                                 callback=lambda info: bar.update(note=method))
             runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
 
@@ -111,8 +128,12 @@ def _generate(args: argparse.Namespace) -> int:
         if args.method == "jano":
             files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
             print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
-        else:
+        elif args.method == "jit":
             print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
+        else:
+            counts = Counter(report.decisions)
+            print(f"{args.method} ({preset}): " + ", ".join(f"{n} steps {d}" for d, n in counts.items())
+                  + " (cond branch)")
         ideal, fraction = cost_against_full(report, args.steps, setup.noise.shape[1])
         summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
                        token_fraction=fraction, **quality)
@@ -192,7 +213,7 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
-                      repeats=args.repeats, device=args.device, dtype=args.dtype)
+                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep)
     results = Bench(cfg, args.out).run()
     print(results_markdown(results))
     print(f"wrote {args.out}/results.json, results.md, pareto.png")
@@ -218,6 +239,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .baselines.teacache import calibrate
+
+    coefficients = calibrate(args.model, prompts=args.prompts, steps=args.steps, seed=args.seed, weights=args.weights)
+    print(f"TeaCache rescale polynomial for {args.model} (numpy.poly1d order, highest power first; {args.prompts} "
+          f"prompts x {args.steps} steps):")
+    print("(" + ", ".join(f"{c:.8e}" for c in coefficients) + ")")
+    return 0
+
+
 def _card(args: argparse.Namespace) -> int:
     from .card import write_card
 
@@ -240,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="tiny-flux", choices=tiny)
-        p.add_argument("--preset", default=None, choices=sorted(JANO_PRESETS) + sorted(JIT_PRESETS),
-                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan) or, with --method jit, "
-                       "a JiT preset (default jit-4x)")
+        p.add_argument("--preset", default=None,
+                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
+                       "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
+                       "first preset, or the one fitted to the model); a wrong name lists the choices")
         p.add_argument("--steps", type=int, default=50)
         p.add_argument("--random-weights", action="store_true",
                        help="seeded random weights instead of the trained ones (pipeline checks only)")
@@ -274,9 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
     be.add_argument("--model", default="tiny-flux", choices=tiny)
-    be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, steps")
-    be.add_argument("--presets", default=None, help="comma-separated Jano and JiT presets (each method takes its own; "
-                    "steps also takes step counts)")
+    be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, "
+                    "teacache, fbcache, pab, toca, ras, steps")
+    be.add_argument("--presets", default=None, help="comma-separated Jano, JiT and baseline presets or baseline "
+                    "knob=value labels (each method takes its own; steps also takes step counts)")
+    be.add_argument("--sweep", action="store_true", help="run every baseline over its knob (the values in its module)")
     be.add_argument("--prompts", type=int, default=8)
     be.add_argument("--seeds", default="0", help="comma-separated noise seeds")
     be.add_argument("--steps", type=int, default=50)
@@ -292,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--models", default="tiny-flux,tiny-wan", help="comma-separated; the section lists these")
     rep.add_argument("--quick", action="store_true", help="few prompts (a smoke run, not for publishing)")
     rep.set_defaults(func=_report)
+
+    cal = sub.add_parser("calibrate", help="fit TeaCache's rescale polynomial for a tiny model (full runs)")
+    cal.add_argument("model", choices=["tiny-flux", "tiny-wan"])
+    cal.add_argument("--prompts", type=int, default=8)
+    cal.add_argument("--steps", type=int, default=50)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--weights", default=None, help="weights folder (default: weights/ or $JANO_WEIGHTS)")
+    cal.set_defaults(func=_calibrate)
 
     tr = sub.add_parser("train", help="train a tiny model on the procedural data (resumable)")
     tr.add_argument("model", choices=["tiny-flux", "tiny-wan"])

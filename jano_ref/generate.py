@@ -9,12 +9,13 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from .baselines import BASELINES, BaselineReport, sample_baseline
 from .config import JanoConfig, get_preset
 from .jano import JanoReport, sample_jano
 from .jit import JiTReport, get_jit_preset, sample_jit
 from .sampling import sample_euler
 
-METHODS = ("full", "jano", "jit")
+METHODS = ("full", "jano", "jit", *BASELINES)
 
 
 @dataclass
@@ -29,18 +30,21 @@ class FullReport:
 @dataclass
 class Generation:
     tokens: Tensor  # final token latents [B, L, D]
-    report: FullReport | JanoReport | JiTReport
+    report: FullReport | JanoReport | JiTReport | BaselineReport
     seconds: float  # wall time of the denoising loop
 
 
-def cost_against_full(report: FullReport | JanoReport | JiTReport, full_steps: int, num_tokens: int
-                       ) -> tuple[float, float]:
+def cost_against_full(report: FullReport | JanoReport | JiTReport | BaselineReport, full_steps: int,
+                      num_tokens: int) -> tuple[float, float]:
     """(ideal speedup, token fraction) of a run against full compute with ``full_steps`` steps over ``num_tokens``
     tokens: token FLOPs for Jano (same steps) and JiT (its own steps; the paper's "7x" is this ratio), the step
-    ratio for full compute with fewer steps; the fraction is token evaluations over full's."""
+    ratio for full compute with fewer steps, metered block FLOPs for the caching baselines; the fraction is token
+    evaluations over full's (for the baselines: spent FLOPs over full's)."""
     fraction = sum(report.token_counts) / (full_steps * num_tokens)
     if isinstance(report, JiTReport):
         return report.speedup_vs(full_steps), fraction
+    if isinstance(report, BaselineReport):
+        return report.ideal_speedup, 1 / report.ideal_speedup
     if isinstance(report, FullReport):
         return full_steps / len(report.token_counts), fraction
     return report.ideal_speedup, fraction
@@ -62,7 +66,8 @@ def generate(
 
     ``field`` is a token velocity field (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity``
     over one, with ``layout`` the field that knows the token grid). ``config`` is a Jano preset name or a
-    ``JanoConfig`` for ``method="jano"``, a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
+    ``JanoConfig`` for ``method="jano"``, a baseline preset or config for the caching baselines
+    (``jano_ref.baselines``), a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
     have ``num_steps + 1`` entries, or be None for the preset's own Beta-warped steps, ``jit.beta_sigmas``); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
     """
     if method not in METHODS:
@@ -73,7 +78,9 @@ def generate(
 
 def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map) -> Generation:
     start = time.perf_counter()
-    if method == "jit":
+    if method in BASELINES:
+        tokens, report = sample_baseline(field, noise, sigmas, method, config, callback=callback)
+    elif method == "jit":
         tokens, report = sample_jit(field, noise, sigmas, get_jit_preset(config), layout=layout, callback=callback)
     elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,

@@ -132,8 +132,9 @@ class FluxVelocity:
         n_img = math.prod(self.token_grid)
         rows = n_txt + n_img
         attention = 2 * 2 * d * rows * rows  # QK^T and AV over the joint sequence
-        double = BlockCost(self_attn=2 * 4 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n_img,
-                           rest=2 * 2 * d * mlp * n_txt, rows=n_img)
+        # the attention hook covers q, k, v and attention; the per-stream output projections run after it
+        double = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n_img,
+                           rest=2 * d * d * rows + 2 * 2 * d * mlp * n_txt, rows=n_img)
         single = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * d * mlp * rows,
                            rest=2 * (d + mlp) * d * rows, rows=rows)
         return [double] * p.depth + [single] * p.depth_single_blocks

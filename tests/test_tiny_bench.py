@@ -164,3 +164,40 @@ def test_cli_generate_jit(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["preset"] == "jit-7x" and summary["ideal_speedup"] > 1 and (tmp_path / "jit.png").exists()
     assert "JiT jit-7x: 11 steps" in capsys.readouterr().out
+
+
+def test_bench_sweeps_the_baselines_and_reports_a_matched_table(tmp_path, flux):
+    from jano_ref import baselines
+    from jano_ref.bench import frontier, matched_table
+
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "fbcache", "ras"), presets=("fbcache-0.08",), prompts=1,
+                      steps=8, warmup=1, repeats=3, sweep=True)
+    expected = [("fbcache", "fbcache-0.08")] + [("fbcache", label) for label, _ in baselines.sweep("fbcache")]
+    assert cfg.runs()[0] == ("full", "-") and cfg.runs()[1:1 + len(expected)] == expected
+    assert [p for m, p in cfg.runs() if m == "ras"] == [label for label, _ in baselines.sweep("ras", "tiny-flux")]
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "fbcache"), presets=("threshold=0", "threshold=0.5"),
+                      prompts=1, steps=8, warmup=1, repeats=3)
+    bench = Bench(cfg, tmp_path, progress=False)
+    bench._model = flux
+    results = bench.run()
+    runs = {r["preset"]: r for r in results["runs"]}
+    assert set(runs) == {"-", "threshold=0", "threshold=0.5"}
+    never = runs["threshold=0"]
+    assert never["params"]["threshold"] == 0 and never["ideal_speedup"] == pytest.approx(1.0)
+    assert never["psnr"] == float("inf")  # never skipping reproduces the full run bit for bit
+    assert RUN_KEYS <= set(runs["threshold=0.5"])
+    assert "| fbcache |" in matched_table(results, targets=(1.0,), tolerance=10.0)
+    assert "Best PSNR at matched measured speedup" in (tmp_path / "results.md").read_text()
+    assert frontier([(1, 30), (2, 25), (1.5, 20), (3, 10)]) == [(1, 30), (2, 25), (3, 10)]
+    assert frontier([(1, 0.1), (2, 0.3), (1.5, 0.4)], higher_is_better=False) == [(1, 0.1), (2, 0.3)]
+
+
+def test_cli_generate_a_baseline_and_reject_a_wrong_knob(tmp_path, capsys):
+    assert main(["generate", "a red striped circle on a flat background", "--method", "fbcache", "--preset",
+                 "threshold=0.3", "--random-weights", "--steps", "8", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preset"] == "threshold=0.3" and summary["ideal_speedup"] >= 1 and (tmp_path / "fbcache.png").exists()
+    assert "fbcache (threshold=0.3):" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="sweep knob is 'threshold'"):
+        main(["generate", "x", "--method", "fbcache", "--preset", "ratio=0.3", "--random-weights", "--out",
+              str(tmp_path)])

@@ -1,0 +1,128 @@
+"""What every step and feature cache shares: per-branch hook state with a FLOP meter, and the Euler loop.
+
+A cache is a ``models.layers.Hooks`` object that decides, at each call, whether to run the real computation or
+reuse something it stored. ``CacheHooks`` computes everything and meters the FLOPs it spends, using the field's
+``block_costs()``; a method subclasses it and overrides the hook it skips. ``sample_with_hooks`` is plain Euler
+(``sampling.sample_euler``) that gives every guidance branch its own hooks object, so the cond and uncond passes
+never share a cache (diffusers keys its cache state by ``cache_context("cond"/"uncond")`` for the same reason).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from models.layers import PassThrough
+
+from ..sampling import sample_euler
+
+
+class CacheHooks(PassThrough):
+    """Hooks that compute everything and count the FLOPs they spend; the base of every cache here.
+
+    ``begin_step(i, num_steps, sigma)`` is called before each step's forward; ``step_flops`` is what the last
+    forward spent. Subclasses call ``super()`` for the calls they do compute, so metering stays in one place.
+    """
+
+    def __init__(self, costs) -> None:
+        self.costs = costs  # list[pipeline.BlockCost], one per block
+        self.step = -1
+        self.num_steps = 0
+        self.sigma = 1.0
+        self.step_flops = 0.0
+
+    def begin_step(self, i: int, num_steps: int, sigma: float) -> None:
+        self.step, self.num_steps, self.sigma = i, num_steps, sigma
+        self.step_flops = 0.0
+
+    def block(self, layer, x, run, modulated):
+        self.step_flops += self.costs[layer].rest
+        return run(x)
+
+    def attention(self, layer, kind, run):
+        cost = self.costs[layer]
+        self.step_flops += cost.self_attn if kind == "self" else cost.cross_attn
+        return run()
+
+    def mlp(self, layer, h, run):
+        return self.mlp_rows(layer, h.shape[1], run(h))
+
+    def mlp_rows(self, layer: int, rows: int, out: Tensor) -> Tensor:
+        """Meter an MLP evaluation over ``rows`` rows and pass its output through."""
+        cost = self.costs[layer]
+        self.step_flops += cost.mlp * rows / cost.rows
+        return out
+
+
+@dataclass
+class BaselineReport:
+    """What a cached generation spent and decided, in the shape the bench reads (``token_counts``,
+    ``ideal_speedup``, ``step_seconds``)."""
+
+    method: str
+    config: Any
+    num_tokens: int
+    full_step_flops: float  # one uncached step, all guidance branches
+    step_flops: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)  # per step, what the cond branch did (method-specific words)
+
+    @property
+    def ideal_speedup(self) -> float:
+        """Uncached FLOPs over spent FLOPs at the same steps (the bench's compute proxy)."""
+        spent = sum(self.step_flops)
+        return self.full_step_flops * len(self.step_flops) / spent if spent else float("inf")
+
+    @property
+    def token_counts(self) -> list[int]:
+        """Per step, the spent FLOPs expressed as a number of fully computed tokens."""
+        return [round(self.num_tokens * f / self.full_step_flops) for f in self.step_flops]
+
+
+def sample_with_hooks(
+    field_: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    make_hooks: Callable[[], CacheHooks],
+    *,
+    method: str,
+    config: Any,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    describe: Callable[[CacheHooks], str] | None = None,
+) -> tuple[Tensor, BaselineReport]:
+    """``sampling.sample_euler`` over ``field_`` with one fresh ``make_hooks()`` per guidance branch.
+
+    With hooks that compute everything this is bit-identical to ``sample_euler(field_, x, sigmas)``.
+    ``describe(hooks)`` names the cond branch's decision after each step (for ``BaselineReport.decisions``).
+    """
+    branches = getattr(field_, "branches", ("cond",))
+    hooks = {b: make_hooks() for b in branches}
+    report = BaselineReport(method, config, x.shape[1], sum(c.total for c in field_.block_costs()) * len(branches))
+    num_steps = len(sigmas) - 1
+    clock = [0.0]
+
+    def model(x_in: Tensor, sigma: Tensor) -> Tensor:
+        clock[0] = time.perf_counter()
+        for h in hooks.values():
+            h.begin_step(len(report.step_flops), num_steps, float(sigma))
+        return field_(x_in, sigma, hooks=hooks)
+
+    def after_step(info: dict[str, Any]) -> None:
+        report.step_flops.append(sum(h.step_flops for h in hooks.values()))
+        report.step_seconds.append(time.perf_counter() - clock[0])
+        if describe is not None:
+            report.decisions.append(describe(hooks[branches[0]]))
+        if callback is not None:
+            callback(info)
+
+    return sample_euler(model, x, sigmas, callback=after_step), report
+
+
+def relative_l1(a: Tensor, b: Tensor) -> float:
+    """mean|a - b| / mean|b|: the change measure of TeaCache and the first-block cache."""
+    a, b = a.detach().float(), b.detach().float()  # bf16 means would make the decisions jumpy
+    return float((a - b).abs().mean() / b.abs().mean().clamp_min(torch.finfo(torch.float32).tiny))

@@ -96,7 +96,7 @@ Jano and the other methods have real content to work on offline. Not a general-p
 
 ## Training
 
-Command: `jano train {name} --steps {cfg["steps"]} --batch-size {cfg["batch_size"]} --lr {cfg["lr"]} --out DIR`
+Command: `jano train {name} --steps {log["step"]} --batch-size {cfg["batch_size"]} --lr {cfg["lr"]} --out DIR`
 (resumable; config below is the saved `{name}.train.json`).
 
 - Data: `jano_ref.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--prompts", type=int, default=8)
     cal.add_argument("--steps", type=int, default=50)
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--weights", default=None, help="weights folder (default: weights/ or $JANO_WEIGHTS)")
+    cal.add_argument("--weights", default=None, help="a .safetensors file (default: weights/MODEL.safetensors)")
     cal.set_defaults(func=_calibrate)
 
     tr = sub.add_parser("train", help="train a tiny model on the procedural data (resumable)")

@@ -57,7 +57,7 @@ class TeaCacheConfig:
 
 # Tiny-model polynomials, fitted on the shipped weights by the calls named in the presets' sources.
 _TINY_FLUX = (18890.603506225238, -3873.8750464797145, 285.5163961757495, -8.338964055612779, 0.09784845550604347)
-_TINY_WAN = (739.9759556600196, -194.15592313473798, 19.05551196159832, -0.6699368254958272, 0.02904928813399013)
+_TINY_WAN = (3.32837935e01, 1.64181130e-01, 2.22345204e00, -2.21100180e-01, 1.95890751e-02)
 # Published polynomials of the real models (numpy.poly1d order).
 _FLUX_DEV = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01)
 _WAN_1_3B = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01)
@@ -69,9 +69,9 @@ PRESETS: dict[str, TeaCacheConfig] = {
         "sha256 d893ccbde1a7474b...); threshold 0.04 = about 2x (23 of 50 steps computed on evaluation prompt 0), the "
         "operating point of the official FLUX default (0.6, 2.0x)"),
     "teacache-tiny-wan": TeaCacheConfig(
-        0.04, _TINY_WAN,
-        'coefficients = teacache.calibrate("tiny-wan") (8 prompts, 50 steps, seed 0; weights/tiny-wan.safetensors '
-        "sha256 e6d22ff27870112a..., re-run after retraining); threshold 0.04 = about 2x (26 of 50 steps computed on "
+        0.03, _TINY_WAN,
+        "coefficients = `jano calibrate tiny-wan` (teacache.calibrate: 8 prompts, 50 steps, seed 0) on "
+        "weights/tiny-wan.safetensors sha256 a94cc2118e132...; threshold 0.03 = about 2x (25 of 50 steps computed on "
         "evaluation prompt 0), the operating point of the official Wan 1.3B command (0.08, about 2x)"),
     "teacache-flux-dev": TeaCacheConfig(
         0.6, _FLUX_DEV,

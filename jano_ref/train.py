@@ -128,8 +128,11 @@ def load_checkpoint_state(out: Path, cfg: TrainConfig, model, ema, optimizer) ->
     if not (weights.exists() and resume.exists() and log.exists()):
         return TrainState()
     saved = json.loads(log.read_text())
-    if saved["config"] != dataclasses.asdict(cfg) | {"steps": saved["config"]["steps"]}:
-        raise ValueError(f"{log} was written with another config {saved['config']}; use another --out or the same "
+    mine = dataclasses.asdict(cfg) | {"steps": saved["config"]["steps"]}
+    if saved["config"] != mine:
+        differ = ", ".join(f"{k}: saved {saved['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
+                           if saved["config"].get(k) != v)
+        raise ValueError(f"{log} was written with another config ({differ}); use another --out or the same "
                          "settings (only --steps may change when resuming)")
     tensors = load_file(str(resume))
     model.load_state_dict({k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")})

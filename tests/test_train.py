@@ -33,7 +33,7 @@ def test_loss_goes_down_on_a_short_run(tmp_path):
 
 def test_resuming_with_another_config_is_refused(tmp_path):
     train(TrainConfig(steps=1, batch_size=2, checkpoint_every=1), tmp_path, log=lambda _: None)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"another config \(batch_size: saved 2, now 4\)"):
         train(TrainConfig(steps=2, batch_size=4, checkpoint_every=1), tmp_path, log=lambda _: None)
 
 

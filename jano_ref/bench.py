@@ -377,7 +377,8 @@ def matched_table(results: dict, targets: tuple[float, ...] = (1.5, 2.0, 3.0), t
                 cells.append("-")
                 continue
             r = max(near, key=lambda r: r["psnr"])
-            cells.append(f"{r['preset']}, {r['speedup']:.2f}x, {r['psnr']:.2f} / {_fmt(r['ssim'], '.3f')} / "
+            name = run_label(r).split(" / ", 1)[-1]  # the preset, or "steps (N)"
+            cells.append(f"{name}, {r['speedup']:.2f}x, {r['psnr']:.2f} / {_fmt(r['ssim'], '.3f')} / "
                          f"{_fmt(r['lpips'], '.3f')}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

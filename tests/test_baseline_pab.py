@@ -15,14 +15,7 @@ from .helpers import AnalyticField, flux_cfg_field, wan_field
 SIGMAS = torch.linspace(1, 0, 13)  # sigma_i = 1 - i/12: steps 3..10 lie inside (0.1, 0.8)
 
 
-@pytest.fixture(autouse=True)
-def _fast_cpu():
-    """The fields are tiny: one thread and no autograd make them several times faster on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.no_grad():
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_no_grad")
 
 
 def _computes(step: int, sigma: float, every: int, window) -> bool:

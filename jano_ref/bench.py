@@ -80,24 +80,16 @@ class BenchConfig:
         if self.presets is None:
             self.presets = (SPECS[self.model].jano_preset,) + (("jit-4x",) if "jit" in self.methods else ())
         for p in self.presets:
-            if p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit() and self._baseline_of(p) is None:
+            if (p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit()
+                    and not any(baselines.accepts(m, p) for m in baselines.BASELINES
+                                if m in self.methods or "=" not in p)):
                 raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}), a JiT preset "
                                  f"({', '.join(JIT_PRESETS)}), a baseline preset or knob=value label, or, for the "
                                  "steps method, a step count")
 
-    def _baseline_of(self, preset: str) -> str | None:
-        """The baseline a preset belongs to (``knob=value`` labels belong to every selected baseline with that knob)."""
-        for m in baselines.BASELINES:
-            if preset in baselines.presets(m):
-                return m
-            if "=" in preset and preset.split("=")[0] == baselines.knob(m) and m in self.methods:
-                return m
-        return None
-
     def baseline_runs(self, method: str) -> list[str]:
         """A baseline's presets: the ones named for it, its sweep with ``sweep``, else its default for the model."""
-        named = [p for p in self.presets if p in baselines.presets(method)
-                 or "=" in p and p.split("=")[0] == baselines.knob(method)]
+        named = [p for p in self.presets if baselines.accepts(method, p)]
         swept = [label for label, _ in baselines.sweep(method, self.model)] if self.sweep else []
         chosen = named + [label for label in swept if label not in named]
         return chosen or [baselines.default_preset(method, self.model)]
@@ -362,21 +354,26 @@ def pareto_chart(results: dict) -> np.ndarray:
     return np.concatenate(panels, axis=0)
 
 
+def best_near(results: dict, method: str, target: float, tolerance: float = 0.15) -> dict | None:
+    """The method's run with the best PSNR among those whose *measured* speedup is within ``tolerance`` (relative)
+    of ``target``; None if no run of it got there."""
+    near = [r for r in results["runs"] if r["method"] == method and r["speedup"] is not None
+            and r["psnr"] is not None and abs(r["speedup"] / target - 1) <= tolerance]
+    return max(near, key=lambda r: r["psnr"], default=None)
+
+
 def matched_table(results: dict, targets: tuple[float, ...] = (1.5, 2.0, 3.0), tolerance: float = 0.15) -> str:
-    """Markdown: per method and target speedup, the run with the best PSNR among those whose *measured* speedup
-    is within ``tolerance`` (relative) of the target; "-" where no run of that method got there."""
+    """Markdown: per method and target speedup, ``best_near``; "-" where no run of that method got there."""
     methods = [m for m in dict.fromkeys(r["method"] for r in results["runs"]) if m != "full"]
     lines = ["| method | " + " | ".join(f"~{t:g}x: run, speedup, PSNR / SSIM / LPIPS" for t in targets) + " |",
              "|---|" + "---|" * len(targets)]
     for m in methods:
         cells = []
         for t in targets:
-            near = [r for r in results["runs"] if r["method"] == m and r["speedup"] is not None
-                    and r["psnr"] is not None and abs(r["speedup"] / t - 1) <= tolerance]
-            if not near:
+            r = best_near(results, m, t, tolerance)
+            if r is None:
                 cells.append("-")
                 continue
-            r = max(near, key=lambda r: r["psnr"])
             name = run_label(r).split(" / ", 1)[-1]  # the preset, or "steps (N)"
             cells.append(f"{name}, {r['speedup']:.2f}x, {r['psnr']:.2f} / {_fmt(r['ssim'], '.3f')} / "
                          f"{_fmt(r['lpips'], '.3f')}")

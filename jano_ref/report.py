@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .analysis import run_study, study_markdown, write_study
 from .baselines import BASELINES
-from .bench import Bench, BenchConfig, matched_table, results_markdown
+from .bench import Bench, BenchConfig, best_near, matched_table, results_markdown
 
 BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -72,24 +72,20 @@ def target_lines(model: str, results: dict, default_preset: str) -> list[str]:
 
 def baseline_lines(results: dict, target: float = 2.0, tolerance: float = 0.15) -> list[str]:
     """Issue target: at ~2x measured speedup, does Jano keep a higher PSNR than every caching baseline?"""
-    def best(method: str) -> dict | None:
-        near = [r for r in results["runs"] if r["method"] == method and r["speedup"] is not None
-                and r["psnr"] is not None and abs(r["speedup"] / target - 1) <= tolerance]
-        return max(near, key=lambda r: r["psnr"], default=None)
-
-    jano = best("jano")
+    jano = best_near(results, "jano", target, tolerance)
     if jano is None:
         return [f"- no Jano run measured within {tolerance:.0%} of {target:g}x, so the ~{target:g}x comparison has "
                 "no Jano entry"]
     lines = []
     for method in BASELINES:
-        other = best(method)
+        other = best_near(results, method, target, tolerance)
         if other is None:
             lines.append(f"- {method}: no setting measured within {tolerance:.0%} of {target:g}x")
             continue
         verdict = "keeps a higher" if jano["psnr"] > other["psnr"] else "does not keep a higher"
         lines.append(f"- at ~{target:g}x, jano/{jano['preset']} ({jano['speedup']:.2f}x, {jano['psnr']:.2f} dB) "
-                     f"{verdict} PSNR than {method}/{other['preset']} ({other['speedup']:.2f}x, {other['psnr']:.2f} dB)")
+                     f"{verdict} PSNR than {method}/{other['preset']} ({other['speedup']:.2f}x, "
+                     f"{other['psnr']:.2f} dB)")
     return lines
 
 

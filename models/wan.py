@@ -20,7 +20,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles, timestep_embedding
+from .layers import (
+    PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
+    timestep_embedding,
+)
 
 
 @dataclass

@@ -41,6 +41,12 @@ def knob(method: str) -> str:
     return _module(method).KNOB
 
 
+def accepts(method: str, preset: str) -> bool:
+    """Whether ``preset`` names one of the method's presets or sets its sweep knob (``knob=value``)."""
+    module = _module(method)
+    return preset in module.PRESETS or preset.split("=", 1)[0] == module.KNOB and "=" in preset
+
+
 def default_preset(method: str, model: str | None = None) -> str:
     """``<method>-<model>`` where a method has a preset fitted to that model (TeaCache's rescale polynomial),
     else the first preset listed: the method's paper / reference-code default."""
@@ -90,5 +96,5 @@ def _module(method: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{method}")
 
 
-__all__ = ["BASELINES", "BaselineReport", "CacheHooks", "default_preset", "get_baseline_preset", "knob", "presets",
-           "resolve", "sample_baseline", "sample_with_hooks", "sweep"]
+__all__ = ["BASELINES", "BaselineReport", "CacheHooks", "accepts", "default_preset", "get_baseline_preset", "knob",
+           "presets", "resolve", "sample_baseline", "sample_with_hooks", "sweep"]

@@ -58,6 +58,31 @@ class CacheHooks(PassThrough):
         return out
 
 
+class StackSkipHooks(CacheHooks):
+    """The shared mechanism of the step-level caches (TeaCache, first-block cache): while ``skipping`` is set,
+    blocks ``first_skipped`` to the last are replaced by the residual they added at the last computed step (added
+    once at ``first_skipped``, the later blocks pass their input through); otherwise they run and refresh it.
+    A subclass decides ``skipping`` at a block before ``first_skipped`` (or at it) and calls ``skip_or_run``."""
+
+    first_skipped = 0
+
+    def __init__(self, costs) -> None:
+        super().__init__(costs)
+        self.skipping = False
+        self.residual: Tensor | None = None  # last block's output minus first_skipped's input, last computed step
+        self._start: Tensor | None = None
+
+    def skip_or_run(self, layer, x, run, modulated):
+        if self.skipping:
+            return x + self.residual if layer == self.first_skipped else x
+        if layer == self.first_skipped:
+            self._start = x
+        out = super().block(layer, x, run, modulated)
+        if layer == len(self.costs) - 1:
+            self.residual = out - self._start
+        return out
+
+
 @dataclass
 class BaselineReport:
     """What a cached generation spent and decided, in the shape the bench reads (``token_counts``,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .common import CacheHooks, relative_l1, sample_with_hooks
+from .common import StackSkipHooks, relative_l1, sample_with_hooks
 
 
 @dataclass(frozen=True)
@@ -32,31 +32,23 @@ KNOB = "threshold"
 SWEEP = (0.02, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5)
 
 
-class FBCacheHooks(CacheHooks):
+class FBCacheHooks(StackSkipHooks):
+    first_skipped = 1  # block 0 always runs: its residual is the signal
+
     def __init__(self, costs, config: FBCacheConfig) -> None:
         super().__init__(costs)
         self.config = config
         self.reference: Tensor | None = None  # first-block residual of the last computed step
-        self.tail: Tensor | None = None  # output of the last block minus output of block 0, same step
-        self.after_first: Tensor | None = None
-        self.skipping = False
 
     def block(self, layer, x, run, modulated):
-        last = len(self.costs) - 1
-        if layer == 0:
-            out = super().block(layer, x, run, modulated)
-            residual = out - x
-            self.skipping = (self.reference is not None and self.tail is not None
-                             and relative_l1(residual, self.reference) < self.config.threshold)
-            if not self.skipping:
-                self.reference = residual
-            self.after_first = out
-            return out
-        if self.skipping:
-            return x + self.tail if layer == 1 else x  # the whole tail once, then the rest are identities
+        if layer > 0:
+            return self.skip_or_run(layer, x, run, modulated)
         out = super().block(layer, x, run, modulated)
-        if layer == last:
-            self.tail = out - self.after_first
+        residual = out - x
+        self.skipping = (self.reference is not None and self.residual is not None
+                         and relative_l1(residual, self.reference) < self.config.threshold)
+        if not self.skipping:
+            self.reference = residual
         return out
 
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from models.layers import PassThrough
 
 from ..sampling import sample_euler
-from .common import CacheHooks, relative_l1, sample_with_hooks
+from .common import StackSkipHooks, relative_l1, sample_with_hooks
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,18 @@ def decide(step: int, num_steps: int, accumulated: float, distance: float | None
     return True, 0.0
 
 
-class TeaCacheHooks(CacheHooks):
+class TeaCacheHooks(StackSkipHooks):
     """One guidance branch's TeaCache state. The modulated input is compared with the previous *step's*
     (``previous_modulated_input`` is updated on skipped steps too, teacache_flux.py L121); a skip adds the residual
     of the last *computed* step (L128-130)."""
+
+    first_skipped = 0  # the decision is made before block 0 runs
 
     def __init__(self, costs, config: TeaCacheConfig) -> None:
         super().__init__(costs)
         self.config = config
         self.previous: Tensor | None = None  # block 0's modulated input at the previous step
         self.accumulated = 0.0
-        self.residual: Tensor | None = None  # stack output minus stack input, last computed step
-        self.stack_input: Tensor | None = None
-        self.skipping = False
 
     def block(self, layer, x, run, modulated):
         if layer == 0:
@@ -144,15 +143,7 @@ class TeaCacheHooks(CacheHooks):
             compute, self.accumulated = decide(self.step, self.num_steps, self.accumulated, distance, self.config)
             self.skipping = not compute
             self.previous = m
-            if self.skipping:
-                return x + self.residual  # the whole stack at once; the later blocks pass x through
-            self.stack_input = x
-        elif self.skipping:
-            return x
-        out = super().block(layer, x, run, modulated)
-        if layer == len(self.costs) - 1:
-            self.residual = out - self.stack_input
-        return out
+        return self.skip_or_run(layer, x, run, modulated)
 
 
 def sample_teacache(field, x: Tensor, sigmas: Tensor, config: TeaCacheConfig, *, callback=None):

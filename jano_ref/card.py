@@ -59,6 +59,13 @@ def _tile(pixels: torch.Tensor, scale: int = 2) -> np.ndarray:
     return np.concatenate([pixels_to_uint8(pixels[:, t], scale) for t in range(pixels.shape[1])], axis=1)
 
 
+def train_command(name: str, cfg: dict, steps: int) -> str:
+    """The ``jano train`` command line that reproduces (or resumes) a logged run: every setting that must match."""
+    precision = cfg.get("precision", "fp32")  # logs written before the option existed were fp32
+    return (f"jano train {name} --steps {steps} --batch-size {cfg['batch_size']} --lr {cfg['lr']} --seed {cfg['seed']} "
+            f"--checkpoint-every {cfg['checkpoint_every']} --precision {precision} --out DIR")
+
+
 def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, prompts: int = 32, steps: int = 50,
                grid: int = 12) -> Path:
     """Write ``NAME.md``, ``NAME_loss.png`` and ``NAME_samples.png`` into ``weights_dir``; returns the card path."""
@@ -96,14 +103,14 @@ Jano and the other methods have real content to work on offline. Not a general-p
 
 ## Training
 
-Command: `jano train {name} --steps {log["step"]} --batch-size {cfg["batch_size"]} --lr {cfg["lr"]} --out DIR`
+Command: `{train_command(name, cfg, log["step"])}`
 (resumable; config below is the saved `{name}.train.json`).
 
 - Data: `jano_ref.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never
   repeated), caption dropout {cfg["caption_dropout"]} (for classifier-free guidance).
 - Steps: {log["step"]} x batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} ({cfg["warmup_steps"]}-step warm-up), grad clip
   {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ logit-normal.
-- Wall time: {log["seconds"] / 60:.0f} min on the machine that trained it (2 CPU cores, shared with other work).
+- Wall time: {log["seconds"] / 60:.0f} min on the machine that trained it (2 CPU cores), as logged by `jano train`.
 - Final loss (mean of the last 100 steps): {statistics.fmean(losses[-100:]):.4f}.
 
 ![loss]({name}_loss.png)

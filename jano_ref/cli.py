@@ -232,7 +232,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every, precision=args.precision)
     state = train(cfg, args.out)
     print(f"{args.model}: {state.step} steps, final loss {state.losses[-1]:.4f}, {state.seconds / 60:.1f} min; "
           f"weights in {args.out}")
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=3e-4)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=int, default=100)
+    tr.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: mixed-precision matmuls (float32 weights), ~1.5x faster on CPUs with AVX512-BF16")
     tr.add_argument("--out", default="runs/train")
     tr.set_defaults(func=_train)
 

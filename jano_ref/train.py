@@ -36,6 +36,9 @@ from .imageio import write_text
 from .text import TinyTextEncoder
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype per precision name
+
+
 @dataclass
 class TrainConfig:
     model: str = "tiny-flux"
@@ -52,6 +55,13 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     text_tokens: int = 16
+    # "bf16": matmuls under torch.autocast(bfloat16), weights, AdamW state and EMA stay float32 (mixed precision).
+    # About 1.5x faster per step on a CPU with AVX512-BF16 (0.52 vs 0.78 s at tiny-flux batch 32 here).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; expected one of {sorted(PRECISIONS)}")
 
     @property
     def is_video(self) -> bool:
@@ -128,10 +138,12 @@ def load_checkpoint_state(out: Path, cfg: TrainConfig, model, ema, optimizer) ->
     if not (weights.exists() and resume.exists() and log.exists()):
         return TrainState()
     saved = json.loads(log.read_text())
-    mine = dataclasses.asdict(cfg) | {"steps": saved["config"]["steps"]}
-    if saved["config"] != mine:
-        differ = ", ".join(f"{k}: saved {saved['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
-                           if saved["config"].get(k) != v)
+    # a setting added after the log was written ran at its default then (e.g. precision="fp32")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    theirs = {k: saved["config"].get(k, defaults[k]) for k in defaults}
+    mine = dataclasses.asdict(cfg) | {"steps": theirs["steps"]}
+    if theirs != mine:
+        differ = ", ".join(f"{k}: saved {theirs[k]!r}, now {v!r}" for k, v in mine.items() if theirs[k] != v)
         raise ValueError(f"{log} was written with another config ({differ}); use another --out or the same "
                          "settings (only --steps may change when resuming)")
     tensors = load_file(str(resume))
@@ -170,7 +182,9 @@ def train(cfg: TrainConfig, out: str | Path, *, log=print) -> TrainState:
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (k + 1) / cfg.warmup_steps)
-        loss = flow_matching_loss(model, cfg, pixels, captions, encoder, g)
+        autocast = PRECISIONS[cfg.precision]
+        with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            loss = flow_matching_loss(model, cfg, pixels, captions, encoder, g)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -44,3 +44,37 @@ def test_ema_decay_warms_up_and_caps():
     assert decays[0] == 0.1  # the first average is mostly the freshly trained weights
     assert all(a <= b for a, b in zip(decays, decays[1:]))
     assert max(decays) == 0.999 and decays[-1] == 0.999
+
+
+def test_bf16_mixed_precision_is_used_resumes_exactly_and_keeps_float32_weights(tmp_path):
+    base = dict(model="tiny-flux", steps=2, batch_size=2, checkpoint_every=1, warmup_steps=1)
+    fp32 = train(TrainConfig(**base), tmp_path / "fp32", log=lambda _: None)
+    bf16 = train(TrainConfig(**base, precision="bf16"), tmp_path / "bf16", log=lambda _: None)
+    # autocast really ran (the first loss differs from fp32's) and stays a faithful approximation of it
+    assert bf16.losses[0] != fp32.losses[0]
+    assert abs(bf16.losses[0] - fp32.losses[0]) < 0.02 * fp32.losses[0]
+    weights = load_file(str(tmp_path / "bf16" / "tiny-flux.safetensors"))
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    train(TrainConfig(**{**base, "steps": 1}, precision="bf16"), tmp_path / "resumed", log=lambda _: None)
+    train(TrainConfig(**base, precision="bf16"), tmp_path / "resumed", log=lambda _: None)
+    resumed = load_file(str(tmp_path / "resumed" / "tiny-flux.safetensors"))
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision='fp16'; expected one of"):
+        TrainConfig(precision="fp16")
+
+
+def test_a_log_written_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=2, checkpoint_every=1, warmup_steps=1)
+    train(cfg, tmp_path, log=lambda _: None)
+    log_path = tmp_path / "tiny-flux.train.json"
+    log = json.loads(log_path.read_text())
+    del log["config"]["precision"]  # as the logs of the shipped models before the option was added
+    log_path.write_text(json.dumps(log))
+    messages = []
+    train(TrainConfig(**{**cfg.__dict__, "steps": 2}), tmp_path, log=messages.append)
+    assert any("resuming" in m for m in messages)
+    with pytest.raises(ValueError, match="precision: saved 'fp32', now 'bf16'"):
+        train(TrainConfig(**{**cfg.__dict__, "steps": 3, "precision": "bf16"}), tmp_path, log=lambda _: None)

@@ -9,6 +9,7 @@ The caption agreement is measured, not claimed: ``data.caption_agreement`` reads
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -23,6 +24,7 @@ from .generate import generate
 from .imageio import pixels_to_uint8, write_png
 from .plot import image_grid, xy_chart
 from .progress import Progress
+from .train import TrainConfig
 from .tiny import SPECS, evaluation_scenes, load_model, prepare
 
 
@@ -61,9 +63,9 @@ def _tile(pixels: torch.Tensor, scale: int = 2) -> np.ndarray:
 
 def train_command(name: str, cfg: dict, steps: int) -> str:
     """The ``jano train`` command line that reproduces (or resumes) a logged run: every setting that must match."""
-    precision = cfg.get("precision", "fp32")  # logs written before the option existed were fp32
-    return (f"jano train {name} --steps {steps} --batch-size {cfg['batch_size']} --lr {cfg['lr']} --seed {cfg['seed']} "
-            f"--checkpoint-every {cfg['checkpoint_every']} --precision {precision} --out DIR")
+    c = dataclasses.asdict(TrainConfig(model=name)) | cfg  # settings a log predates ran at their defaults
+    return (f"jano train {name} --steps {steps} --batch-size {c['batch_size']} --lr {c['lr']} --seed {c['seed']} "
+            f"--checkpoint-every {c['checkpoint_every']} --precision {c['precision']} --out DIR")
 
 
 def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, prompts: int = 32, steps: int = 50,

@@ -124,20 +124,36 @@ def run_model(model: str, out: Path, *, quick: bool) -> tuple[dict, object]:
 
 def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, quick: bool = False,
                models: tuple[str, ...] = tuple(PLANS)) -> str:
+    """Run ``models`` and rewrite their subsections of the README's results section; the subsections of models not
+    run this time are kept as they are (so one model can be re-run alone)."""
     readme, out = Path(readme), Path(out)
-    sections = []
+    if not quick:
+        text = readme.read_text()
+        if BEGIN not in text or END not in text:
+            raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section "
+                             "goes")
+    sections = {}
     for model in models:
         results, study = run_model(model, out / model, quick=quick)
-        sections.append(model_section(model, results, study, out / model, readme.parent))
-    body = "\n".join(sections)
+        sections[model] = model_section(model, results, study, out / model, readme.parent)
     if quick:
+        body = "\n".join(sections.values())
         print(body)
         return body
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section goes")
     head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    old, tail = rest.split(END, 1)
+    kept = split_sections(old)
+    order = list(PLANS) + [m for m in kept if m not in PLANS]
+    body = "\n".join(sections.get(m) or kept[m] for m in order if m in sections or m in kept)
     readme.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
-    print(f"rewrote the results section of {readme} from {out}")
+    print(f"rewrote the {', '.join(sections)} results in {readme} from {out}")
     return body
+
+
+def split_sections(body: str) -> dict[str, str]:
+    """The per-model subsections ("### MODEL" up to the next one) of a results section's text."""
+    out: dict[str, str] = {}
+    for chunk in ("\n" + body).split("\n### ")[1:]:
+        name = chunk.split("\n", 1)[0].strip()
+        out[name] = ("### " + chunk).strip("\n") + "\n"
+    return out

@@ -70,3 +70,16 @@ def test_model_card_from_a_checkpoint(tmp_path):
         assert (tmp_path / name).exists()
     agreement = json.loads((tmp_path / "tiny-flux.agreement.json").read_text())
     assert agreement["prompts"] == 2 and 0 <= agreement["colour"] <= 1
+
+
+def test_rerunning_one_model_keeps_the_other_models_section(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    wan_section = "### tiny-wan\n\nold wan table\n"
+    readme.write_text(f"intro\n{report.BEGIN}\n\n### tiny-flux\n\nold flux table\n\n{wan_section}\n{report.END}\noutro\n")
+    monkeypatch.setattr(report, "run_model", lambda model, out, quick: (_results(), _FakeStudy()))
+    (tmp_path / "res").mkdir()
+    report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    text = readme.read_text()
+    assert "old flux table" not in text and "| jano / flux-dev |" in text
+    assert "old wan table" in text and text.index("### tiny-flux") < text.index("### tiny-wan")
+    assert text.startswith("intro\n") and text.endswith("outro\n")

@@ -16,7 +16,9 @@ from jano_ref.data import (
     CAPTION_WORDS,
     COLOURS,
     MOTIONS,
+    POSITION_JITTER,
     SHAPES,
+    SIZE_RANGE,
     TEXTURE_WORDS,
     TEXTURES,
     Scene,
@@ -209,6 +211,17 @@ def test_moving_object_shifts_by_the_expected_amount_over_a_static_background(mo
     background = render_background(scene, size)
     assert all(torch.equal(clip[:, k][:, empty], background[:, empty]) for k in range(frames))
     assert not torch.equal(clip[:, 0], clip[:, -1])
+
+
+def test_random_objects_are_large_and_near_the_centre():
+    """A 16 x 16-token model needs objects that span many tokens and a location it need not choose (see data.py)."""
+    _, _, images = make_batch(200, seed=5, size=64)
+    _, _, clips = make_batch(100, seed=6, size=64, frames=4)
+    for s in images + clips:
+        assert SIZE_RANGE[0] <= s.size <= SIZE_RANGE[1]
+        assert all(abs(c - 0.5) <= POSITION_JITTER + 1e-9 for c in s.position), s
+    spread = torch.tensor([s.position for s in images])
+    assert (spread.std(0) > POSITION_JITTER / 3).all()  # jittered, not pinned to the centre
 
 
 def test_random_video_scenes_stay_in_frame():

@@ -19,7 +19,7 @@ import torch
 
 import models
 
-from .data import caption_agreement
+from .data import caption_agreement, render_video
 from .generate import generate
 from .imageio import pixels_to_uint8, write_png
 from .plot import image_grid, xy_chart
@@ -56,6 +56,23 @@ def measure_captions(name: str, model, *, prompts: int, steps: int, guide_scale:
     return agreement, samples
 
 
+def reader_references(name: str, prompts: int) -> tuple[dict, dict]:
+    """What ``caption_agreement`` scores on the evaluation prompts for uniform noise (chance) and for the renderer's
+    own pictures (the reader's ceiling): ({"colour", "shape"} rates, same for the truth)."""
+    spec = SPECS[name]
+    scenes = evaluation_scenes(prompts, video=spec.is_video, frames=spec.frames or 1)
+    g = torch.Generator().manual_seed(0)
+    frames = spec.frames or 1
+
+    def rates(pictures) -> dict:
+        hits = [caption_agreement(p, s) for p, s in zip(pictures, scenes)]
+        return {k: statistics.fmean(h[k] for h in hits) for k in ("colour", "shape")}
+
+    noise = [torch.rand(3, frames, spec.image_size, spec.image_size, generator=g) for _ in scenes]
+    rendered = [render_video(s, spec.image_size, frames) for s in scenes]
+    return rates(noise), rates(rendered)
+
+
 def _tile(pixels: torch.Tensor, scale: int = 2) -> np.ndarray:
     """[3, T, H, W] -> the frames side by side, uint8, enlarged."""
     return np.concatenate([pixels_to_uint8(pixels[:, t], scale) for t in range(pixels.shape[1])], axis=1)
@@ -81,6 +98,7 @@ def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, pro
         {f"loss (mean of {window} steps)": (list(range(1, len(losses) + 1)), smoothed(losses, window))},
         title=f"{name}: rectified-flow training loss", xlabel="step", ylabel="MSE", markers=False))
     agreement, samples = measure_captions(name, model, prompts=prompts, steps=steps)
+    chance, truth = reader_references(name, prompts)
     tiles = [_tile(p) for _, p in samples[:grid]]
     labels = [c.split(" on a ")[0].removeprefix("a ") for c, _ in samples[:grid]]  # fits under a 128 px tile
     cols = 4 if spec.is_video else 6
@@ -127,7 +145,8 @@ sample each (noise seed = prompt index), {agreement["steps"]} full-compute Euler
 |---|---|---|
 | {agreement["colour"]:.0%} | {agreement["shape"]:.0%} | {agreement["both"]:.0%} |
 
-(On uniform noise the same reader scores about 13 % colour / 18 % shape; on the renderer's own pictures 100 % / 100 %.)
+(The same reader on the same {agreement["prompts"]} prompts scores {chance["colour"]:.0%} colour / {chance["shape"]:.0%} shape on
+uniform noise, the chance level, and {truth["colour"]:.0%} / {truth["shape"]:.0%} on the renderer's own pictures.)
 Reproduce: `jano card {name} --weights weights/ --train-log weights/{name}.train.json`.
 
 ![samples]({name}_samples.png)

@@ -129,3 +129,27 @@ def test_missing_guidance_and_long_context_errors():
     wan = build_model("wan-test", text_len=8)
     with pytest.raises(ValueError, match="text_len=8"):
         wan(torch.randn(1, 4, 1, 2, 2), torch.tensor([1.0]), torch.randn(1, 9, 24))
+
+
+def _spatial_rope(name: str) -> tuple[list[int], float]:
+    p = PRESETS[name]
+    dims = p.axes_dim if hasattr(p, "axes_dim") else p.rope_axes_dim
+    return list(dims[1:]), p.theta  # (height, width); axis 0 is the frame / the unused Flux image axis
+
+
+@pytest.mark.parametrize("name", [
+    "tiny-flux",
+    pytest.param("tiny-wan", marks=pytest.mark.xfail(
+        strict=True, reason="the shipped tiny-wan was trained with theta 10000; its retraining with theta 100 lands "
+                            "with its weights")),
+])
+def test_tiny_presets_rope_resolves_their_16_token_grid(name):
+    """A trained tiny model sees 16 tokens per side. RoPE only tells positions apart through the frequencies that
+    turn by a radian or more across that side; with FLUX.1's theta 10000 and 5-6 frequencies per axis most of them
+    hardly turn. Require at least half of each spatial axis's frequencies to turn by >= 1 rad across the grid."""
+    side = 16
+    dims, theta = _spatial_rope(name)
+    for d in dims:
+        omega = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+        turning = int(((side - 1) * omega >= 1.0).sum())
+        assert turning >= (d // 2 + 1) // 2, f"{name}: only {turning} of {d // 2} RoPE frequencies turn >= 1 rad"

@@ -18,13 +18,17 @@ Methods (a run is a method and a preset):
                      preset takes that many steps.
 
 Timing covers the denoising loop only (text encoding and decoding excluded, as the paper does): ``--warmup``
-untimed runs, then the median of ``--repeats`` timed runs, per prompt and seed; a run's latency is the median of
-those medians and its speedup is full's latency over it. Quality (PSNR, SSIM, LPIPS against the full run on the
-same prompt and seed, in pixel space, per frame for video) is a mean over prompts and seeds.
+untimed runs, then the median of ``--repeats`` timed runs, per prompt and seed. The runs of one prompt and seed
+are timed *interleaved*: every round times each of them once, full compute included, so a slow stretch of the
+machine (other load, clock changes) lands on all of them alike instead of on whichever ran last. A cell keeps
+the full run's timings from its own rounds; its speedup is their median over its own median, and a run's speedup
+is the median of its cells' speedups (its latency, the median of its cells' medians). Quality (PSNR, SSIM, LPIPS
+against the full run on the same prompt and seed, in pixel space, per frame for video) is a mean over prompts
+and seeds.
 
-Every (run, prompt, seed) cell is written atomically to ``DIR/cells/`` as it finishes; re-running skips the
-cells that exist, so an interrupted bench resumes. ``DIR/results.json``, ``results.md`` and ``pareto.png`` are
-rebuilt from the cells at the end of every invocation.
+The cells of one (prompt, seed) are written atomically to ``DIR/cells/`` when its rounds finish; re-running
+skips the cells that exist (re-timing full alongside the missing ones), so an interrupted bench resumes.
+``DIR/results.json``, ``results.md`` and ``pareto.png`` are rebuilt from the cells at the end of every invocation.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +54,7 @@ from .metrics import LPIPS, frame_metrics
 from .plot import xy_chart
 from .progress import Progress
 from .study import shuffled_levels
-from .timing import timed_runs
+from .timing import synchronize, timed_runs
 from .tiny import SPECS, evaluation_scenes, load_model, prepare
 
 BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
@@ -134,10 +139,16 @@ class Cell:
     ssim: float | None = None
     lpips: float | None = None
     caption: dict = field(default_factory=dict)
+    full_seconds: list[float] | None = None  # the full run's timings from the same interleaved rounds
 
     @property
     def latency_s(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def speedup(self) -> float | None:
+        """Against the full run timed in the same rounds (None for cells written before pairing existed)."""
+        return statistics.median(self.full_seconds) / self.latency_s if self.full_seconds else None
 
 
 def cell_name(method: str, preset: str, prompt_index: int, seed: int) -> str:
@@ -158,6 +169,7 @@ class Bench:
         self.scenes = evaluation_scenes(cfg.prompts, video=self.spec.is_video, frames=self.spec.frames or 1)
         self.prompts = [s.caption for s in self.scenes]
         self._model = None
+        self._ideals: dict[tuple[str, int, int], float] = {}
         self._lpips = None
 
     def _check_identity(self) -> None:
@@ -184,16 +196,17 @@ class Bench:
         return self._lpips
 
     def run(self) -> dict:
-        todo = [(m, p, i, s) for m, p in self.cfg.runs() for i in range(len(self.prompts)) for s in self.cfg.seeds]
-        with Progress(len(todo), f"bench {self.cfg.model}", enabled=self.progress) as bar:
-            for method, preset, i, seed in todo:
-                name = cell_name(method, preset, i, seed)
-                if not (self.cells_dir / f"{name}.json").exists():
-                    self._run_cell(method, preset, i, seed)
-                bar.update(note=name)
+        groups = [(i, s) for i in range(len(self.prompts)) for s in self.cfg.seeds]
+        pending = {g: [(m, p) for m, p in self.cfg.runs() if not self._cell_path(m, p, *g).exists()] for g in groups}
+        per_run = self.cfg.warmup + self.cfg.repeats  # generations per run and prompt; full always runs as reference
+        total = sum((len(r) + (("full", "-") not in r)) * per_run for r in pending.values() if r)
+        with Progress(total, f"bench {self.cfg.model} (generations)", enabled=self.progress) as bar:
+            for (i, seed), runs in pending.items():
+                if runs:
+                    self._run_group(runs, i, seed, bar)
         return self.write_results()
 
-    # one cell
+    # one prompt and seed: its runs, timed in interleaved rounds
     def _steps_for(self, method: str, preset: str) -> tuple[int, dict]:
         if method == "jit":
             return JIT_PRESETS[preset].num_steps, {}
@@ -201,15 +214,24 @@ class Bench:
             return self.cfg.steps, {}
         if preset.isdigit():
             return int(preset), {"steps": int(preset)}
-        jano = [self.load_cell("jano", preset, i, s) for i in range(len(self.prompts)) for s in self.cfg.seeds]
-        if any(c is None for c in jano):
-            raise ValueError(f"steps/{preset} matches the compute of jano/{preset}: run it too (--methods ...,jano,"
-                             "steps) or give an explicit step count as the preset")
-        ideal = statistics.fmean(c.ideal_speedup for c in jano)
+        ideal = statistics.fmean(self._jano_ideal(preset, i, s) for i in range(len(self.prompts)) for s in self.cfg.seeds)
         n = max(1, round(self.cfg.steps / ideal))
         return n, {"steps": n, "matches": f"jano/{preset}", "jano_ideal_speedup": ideal}
 
-    def _run_cell(self, method: str, preset: str, i: int, seed: int) -> Cell:
+    def _jano_ideal(self, preset: str, i: int, seed: int) -> float:
+        """jano/preset's ideal speedup on one prompt: from its cell, else from one untimed generation (the plan is
+        deterministic, so the timed cell will report the same)."""
+        cell = self.load_cell("jano", preset, i, seed)
+        if cell is not None:
+            return cell.ideal_speedup
+        if (preset, i, seed) not in self._ideals:
+            setup = prepare(self.cfg.model, self.prompts[i], steps=self.cfg.steps, seed=seed, model=self.model)
+            run = generate(setup.field, setup.noise, setup.sigmas, method="jano", config=JANO_PRESETS[preset])
+            self._ideals[(preset, i, seed)] = run.report.ideal_speedup
+        return self._ideals[(preset, i, seed)]
+
+    def _job(self, method: str, preset: str, i: int, seed: int):
+        """(setup, params, a no-argument function that generates once) for one run on prompt i."""
         steps, params = self._steps_for(method, preset)
         setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
         kwargs: dict = dict(method="full")
@@ -234,26 +256,57 @@ class Bench:
         def once() -> Generation:
             return generate(setup.field, setup.noise, sigmas, **kwargs)
 
-        run, seconds, peak = timed_runs(once, self.cfg.warmup, self.cfg.repeats, self.device)
-        ideal, fraction = cost_against_full(run.report, self.cfg.steps, setup.noise.shape[1])
-        pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
-        cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds, float(ideal), float(fraction), peak)
-        cell.caption = caption_agreement(pixels.transpose(0, 1), self.scenes[i])
-        if method == "full":
-            save_file({"pixels": pixels.cpu()}, str(self._pixels_path(i, seed)))
-        else:
-            reference = load_file(str(self._pixels_path(i, seed)))["pixels"].to(pixels.device)
-            m = frame_metrics(pixels.float(), reference.float(), net=self.lpips_net)
-            cell.psnr, cell.ssim, cell.lpips = m["psnr"], m["ssim"], m["lpips"]
-        write_text(self.cells_dir / f"{cell_name(method, preset, i, seed)}.json",
-                           json.dumps(asdict(cell), indent=1))
-        return cell
+        return setup, params, once
+
+    def _run_group(self, runs: list[tuple[str, str]], i: int, seed: int, bar: Progress) -> list[Cell]:
+        """Warm up every run of prompt i (and full, always: it is the timing reference), then ``repeats`` rounds
+        that time each once, then score and write the cells."""
+        timed = [("full", "-")] + [r for r in runs if r != ("full", "-")]
+        jobs = {r: self._job(*r, i, seed) for r in timed}
+        results: dict[tuple[str, str], Generation] = {}
+        peaks: dict[tuple[str, str], float | None] = {}
+        seconds: dict[tuple[str, str], list[float]] = {r: [] for r in timed}
+        for r, (_, _, once) in jobs.items():
+            results[r], _, peaks[r] = timed_runs(once, self.cfg.warmup, 0, self.device)
+            bar.update(self.cfg.warmup, note=f"prompt {i} warm-up")
+        for k in range(self.cfg.repeats):
+            for r, (_, _, once) in jobs.items():
+                synchronize(self.device)
+                start = time.perf_counter()
+                results[r] = once()
+                synchronize(self.device)
+                seconds[r].append(time.perf_counter() - start)
+                bar.update(note=f"prompt {i} round {k + 1}/{self.cfg.repeats}")
+        cells = []
+        full_seconds = seconds[("full", "-")]
+        for method, preset in timed:
+            if (method, preset) not in runs:
+                continue
+            setup, params, _ = jobs[(method, preset)]
+            run = results[(method, preset)]
+            ideal, fraction = cost_against_full(run.report, self.cfg.steps, setup.noise.shape[1])
+            pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
+            cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds[(method, preset)], float(ideal),
+                        float(fraction), peaks[(method, preset)], full_seconds=full_seconds)
+            cell.caption = caption_agreement(pixels.transpose(0, 1), self.scenes[i])
+            if method == "full":
+                save_file({"pixels": pixels.cpu()}, str(self._pixels_path(i, seed)))
+            else:
+                reference = load_file(str(self._pixels_path(i, seed)))["pixels"].to(pixels.device)
+                m = frame_metrics(pixels.float(), reference.float(), net=self.lpips_net)
+                cell.psnr, cell.ssim, cell.lpips = m["psnr"], m["ssim"], m["lpips"]
+            write_text(self._cell_path(method, preset, i, seed), json.dumps(asdict(cell), indent=1))
+            cells.append(cell)
+        return cells
+
+    def _cell_path(self, method: str, preset: str, i: int, seed: int) -> Path:
+        return self.cells_dir / f"{cell_name(method, preset, i, seed)}.json"
 
     def _pixels_path(self, i: int, seed: int) -> Path:
         return self.cells_dir / f"{cell_name('full', '-', i, seed)}.pixels.safetensors"
 
     def load_cell(self, method: str, preset: str, i: int, seed: int) -> Cell | None:
-        path = self.cells_dir / f"{cell_name(method, preset, i, seed)}.json"
+        path = self._cell_path(method, preset, i, seed)
         return Cell(**json.loads(path.read_text())) if path.exists() else None
 
     # results
@@ -283,9 +336,13 @@ def aggregate(cfg: BenchConfig, prompts: list[str], load_cell, *, device: str) -
             values = [getattr(c, key) for c in cells if getattr(c, key) is not None]
             return statistics.fmean(values) if values else None
 
+        paired = [c.speedup for c in cells]
+        if all(x is not None for x in paired):
+            speedup = statistics.median(paired)  # each cell against the full run of its own rounds
+        else:  # cells from before interleaved timing: latencies measured at different times
+            speedup = None if full_latency is None else full_latency / latency
         runs.append(dict(
-            method=method, preset=preset, params=cells[0].params, latency_s=latency,
-            speedup=None if full_latency is None else full_latency / latency,
+            method=method, preset=preset, params=cells[0].params, latency_s=latency, speedup=speedup,
             ideal_speedup=mean("ideal_speedup"), psnr=mean("psnr"), ssim=mean("ssim"), lpips=mean("lpips"),
             token_fraction=mean("token_fraction"),
             peak_mem_mb=max((c.peak_mem_mb for c in cells if c.peak_mem_mb is not None), default=None),

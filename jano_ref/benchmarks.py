@@ -2,6 +2,7 @@
 
     python -m jano_ref.benchmarks analyzer         # analyzer cost at Flux-1024^2 and Wan-1.3B latent sizes
     python -m jano_ref.benchmarks cached-forward   # measured vs ideal speedup of the cached forward
+    python -m jano_ref.benchmarks fixed-cost       # the per-call cost token skipping cannot remove, on tiny-flux
 
 Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -21,7 +24,7 @@ from .cache import LevelKVCache
 from .config import PRESETS
 from .pipeline import FluxConditioning, FluxVelocity, WanVelocity
 from .plan import REFRESH, JanoPlan, computed_tokens
-from .timing import timed_runs
+from .timing import synchronize, timed_runs
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -106,19 +109,123 @@ def bench_cached_forward(repeats: int, device: torch.device, dtype: torch.dtype,
           f"{full_total / plan_total:.2f}x | {plan.ideal_speedup(cost):.2f}x |")
 
 
+@dataclass
+class FixedCost:
+    """``fixed_cost``'s measurements: per computed-token count, the median seconds of one level-1 velocity call; the
+    fit ``a + b * FLOPs``; and the Jano plan of one prompt priced with and without ``a``, next to its measurement."""
+
+    counts: list[int]
+    seconds: list[float]
+    a: float  # seconds per call whatever it computes
+    b: float  # seconds per token FLOP
+    full_call: float  # the fit at all tokens
+    token_ideal: float  # the plan's ideal speedup from token FLOPs (what Jano reports)
+    fixed_ideal: float  # the same plan with ``a`` added to every step
+    measured: float  # full's median latency over Jano's, interleaved runs
+
+
+def fixed_cost(setup, preset: str, repeats: int, device: torch.device, calls_per_timing: int = 20) -> FixedCost:
+    """Fit the time of one level-1 velocity call (every guidance branch, frozen tokens' K/V from the cache) as
+    ``a + b * token FLOPs`` over several computed-token counts. ``a`` is what a call costs whatever it computes
+    (kernel launches and framework overhead); the token-FLOP ideal speedup leaves it out, so it bounds how close a
+    small model's measured speedup can come to that ideal. ``setup`` is a ``tiny.prepare`` result."""
+    import numpy as np
+
+    from .generate import generate
+
+    field, x = setup.field, setup.noise
+    n = x.shape[1]
+    cost = field.token_cost()
+    sigma = setup.sigmas[len(setup.sigmas) // 5]
+    counts = sorted({1, n // 16, n // 8, n // 4, n // 2, 3 * n // 4, n})
+    calls = []
+    with torch.inference_mode():
+        for k in counts:
+            levels = torch.ones(n, dtype=torch.long, device=device)
+            levels[torch.randperm(n, generator=torch.Generator().manual_seed(k))[:k].to(device)] = 3
+            caches = {b: LevelKVCache(levels) for b in field.branches}
+            field(x, sigma, kv_caches={b: c.at(REFRESH) for b, c in caches.items()})  # fills the caches
+            hooks = {b: c.at(1) for b, c in caches.items()}
+            index = computed_tokens(levels, 1)
+            calls.append(lambda index=index, hooks=hooks: field(x, sigma, token_index=index, kv_caches=hooks))
+        # rounds over all counts (interleaved, so a load drift hits every count alike); round 0 warms up
+        times: list[list[float]] = [[] for _ in counts]
+        for r in range(repeats + 1):
+            for call, out in zip(calls, times):
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(calls_per_timing):
+                    call()
+                synchronize(device)
+                if r:
+                    out.append((time.perf_counter() - start) / calls_per_timing)
+        seconds = [statistics.median(t) for t in times]
+        runs: dict[str, list[float]] = {m: [] for m in ("full", "jano")}
+        for r in range(repeats + 1):  # interleaved too
+            for m in runs:
+                g = generate(field, x, setup.sigmas, method=m, config=preset)
+                if r:
+                    runs[m].append(g.seconds)
+                if m == "jano":
+                    plan = g.report.plan
+    flops = np.array([cost.forward_flops(k, n) for k in counts])
+    (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(flops), flops], 1), np.array(seconds), rcond=None)
+    return FixedCost(counts, seconds, float(a), float(b), float(a + b * cost.forward_flops(n, n)),
+                     plan.ideal_speedup(cost), fixed_cost_ideal(plan.token_counts(), n, cost, float(a), float(b)),
+                     statistics.median(runs["full"]) / statistics.median(runs["jano"]))
+
+
+def fixed_cost_ideal(token_counts: list[int], num_tokens: int, cost, a: float, b: float) -> float:
+    """Ideal speedup of a plan (tokens computed per step) when every step costs ``a + b * token FLOPs``: with
+    ``a = 0`` it is the token-FLOP ideal (``JanoPlan.ideal_speedup``); a larger ``a`` pulls it towards 1."""
+    full = a + b * cost.forward_flops(num_tokens, num_tokens)
+    return full * len(token_counts) / sum(a + b * cost.forward_flops(k, num_tokens) for k in token_counts)
+
+
+def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, model_name: str, prompt: str,
+                     preset: str) -> FixedCost:
+    from .tiny import load_model, prepare
+
+    setup = prepare(model_name, prompt, model=load_model(model_name, device=device, dtype=dtype))
+    r = fixed_cost(setup, preset, repeats, device)
+    cost = setup.field.token_cost()
+    n = setup.noise.shape[1]
+    print(f"device {device}, {dtype}, {torch.get_num_threads()} threads; {model_name}, {n} tokens, "
+          f"{len(setup.field.branches)} guidance branch(es) per call")
+    print("| computed tokens | measured call | fit a + b*FLOPs |")
+    print("|---|---|---|")
+    for k, t in zip(r.counts, r.seconds):
+        print(f"| {k} | {t * 1e3:.2f} ms | {(r.a + r.b * cost.forward_flops(k, n)) * 1e3:.2f} ms |")
+    print(f"fixed cost a = {r.a * 1e3:.2f} ms per call = {r.a / r.full_call:.0%} of a full call "
+          f"({r.full_call * 1e3:.2f} ms by the fit)")
+    print(f"jano/{preset} on {prompt!r}: token-FLOP ideal {r.token_ideal:.2f}x; with the fixed cost "
+          f"{r.fixed_ideal:.2f}x; measured {r.measured:.2f}x (median of {repeats}, interleaved with full); measured / "
+          f"token-FLOP ideal {r.measured / r.token_ideal:.2f}, measured / fixed-cost ideal "
+          f"{r.measured / r.fixed_ideal:.2f}")
+    return r
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jano_ref.benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["analyzer", "cached-forward"])
+    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
+    parser.add_argument("--model", default="tiny-flux", choices=["tiny-flux", "tiny-wan"], help="fixed-cost: the model")
+    parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
+    parser.add_argument("--preset", default=None, help="fixed-cost: Jano preset (default: the model's own)")
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     if args.which == "analyzer":
         bench_analyzer(args.repeats, device, dtype)
+    elif args.which == "fixed-cost":
+        from .tiny import SPECS
+
+        preset = args.preset or SPECS[args.model].jano_preset
+        bench_fixed_cost(args.repeats, device, dtype, args.model, args.prompt, preset)
     else:
         bench_cached_forward(args.repeats, device, dtype, args.latent)
 

@@ -79,6 +79,12 @@ def test_bench_schema_resume_and_step_matching(tmp_path, flux, monkeypatch):
     for r in results["runs"]:
         assert RUN_KEYS <= set(r) and r["latency_s"] > 0
     assert runs[("full", "-")]["speedup"] == 1.0 and runs[("full", "-")]["psnr"] is None
+    # timing is interleaved per prompt: every cell carries the full run's timings from its own rounds
+    cells = [bench.load_cell(m, p, i, 0) for m, p in cfg.runs() for i in range(2)]
+    for c in cells:
+        assert len(c.seconds) == len(c.full_seconds) == 3
+        assert c.full_seconds == bench.load_cell("full", "-", c.prompt_index, 0).seconds
+    assert jano_speedup_is_median_of_cells(results, cells)
     jano = runs[("jano", "flux-dev")]
     assert jano["psnr"] > 0 and 0 < jano["token_fraction"] < 1
     assert runs[("random-levels", "flux-dev")]["token_fraction"] == pytest.approx(jano["token_fraction"])
@@ -92,21 +98,49 @@ def test_bench_schema_resume_and_step_matching(tmp_path, flux, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(Bench, "_run_cell", fail)
+    monkeypatch.setattr(Bench, "_run_group", fail)
     again = Bench(cfg, tmp_path, progress=False).run()
     assert [r["psnr"] for r in again["runs"]] == [r["psnr"] for r in results["runs"]]
-    # a lost cell is the only one recomputed
+    # a lost cell is the only one recomputed (full is re-timed beside it as its reference, not rewritten)
     monkeypatch.undo()
-    (tmp_path / "cells" / f"{cell_name('jano', 'flux-dev', 1, 0)}.json").unlink()
+    lost = tmp_path / "cells" / f"{cell_name('jano', 'flux-dev', 1, 0)}.json"
+    lost.unlink()
+    full_cell = (tmp_path / "cells" / f"{cell_name('full', '-', 1, 0)}.json").read_text()
     calls = []
-    original = Bench._run_cell
-    monkeypatch.setattr(Bench, "_run_cell", lambda self, *a: calls.append(a) or original(self, *a))
+    original = Bench._run_group
+    monkeypatch.setattr(Bench, "_run_group", lambda self, runs, *a: calls.append((runs, *a[:2])) or original(self, runs, *a))
     resumed = Bench(cfg, tmp_path, progress=False)
     resumed._model = flux
     resumed.run()
-    assert calls == [("jano", "flux-dev", 1, 0)]
+    assert calls == [([("jano", "flux-dev")], 1, 0)] and lost.exists()
+    assert (tmp_path / "cells" / f"{cell_name('full', '-', 1, 0)}.json").read_text() == full_cell
     with pytest.raises(ValueError, match="another bench"):
         Bench(BenchConfig(model="tiny-flux", steps=20), tmp_path)
+
+
+def jano_speedup_is_median_of_cells(results, cells) -> bool:
+    import statistics
+
+    jano = next(r for r in results["runs"] if r["method"] == "jano")
+    paired = [statistics.median(c.full_seconds) / statistics.median(c.seconds) for c in cells if c.method == "jano"]
+    return jano["speedup"] == pytest.approx(statistics.median(paired), rel=1e-12)
+
+
+def test_cells_from_before_interleaving_fall_back_to_latency_ratios():
+    from jano_ref.bench import Cell, aggregate
+
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jano"), presets=("flux-dev",), prompts=1, steps=12)
+
+    def cell(method, preset, seconds, full_seconds=None):
+        return Cell(method, preset, 0, 0, "p", {}, seconds, 1.0, 1.0, None, full_seconds=full_seconds)
+
+    old = {("full", "-"): cell("full", "-", [2.0, 2.0, 2.0]), ("jano", "flux-dev"): cell("jano", "flux-dev", [1.0] * 3)}
+    results = aggregate(cfg, ["p"], lambda m, p, i, s: old.get((m, p)), device="cpu")
+    assert [r["speedup"] for r in results["runs"]] == [1.0, 2.0]
+    new = {("full", "-"): cell("full", "-", [2.0] * 3, [2.0] * 3),
+           ("jano", "flux-dev"): cell("jano", "flux-dev", [1.0] * 3, [3.0, 3.0, 4.0])}  # full was slower in its rounds
+    results = aggregate(cfg, ["p"], lambda m, p, i, s: new.get((m, p)), device="cpu")
+    assert [r["speedup"] for r in results["runs"]] == [1.0, 3.0]
 
 
 def test_bench_config_errors():

@@ -1,0 +1,37 @@
+"""The fixed-cost micro-benchmark: its pricing rule exactly, and one quick run of the measurement."""
+
+import math
+
+import pytest
+import torch
+
+from jano_ref.benchmarks import fixed_cost, fixed_cost_ideal
+from jano_ref.plan import JanoPlan, TokenCost
+from jano_ref.tiny import load_model, prepare
+
+
+def _plan():
+    levels = torch.tensor([1, 1, 1, 2, 2, 3, 3, 3] * 4)
+    return JanoPlan.build(levels, 20, warmup=3, cooldown=2, static_interval=5, medium_interval=2)
+
+
+def test_fixed_cost_ideal_is_the_token_ideal_without_a_fixed_cost_and_tends_to_one_with_a_large_one():
+    plan, cost = _plan(), TokenCost(linear_per_token=1000.0, self_attn_per_pair=10.0, always_computed=4)
+    counts, n = plan.token_counts(), plan.num_tokens
+    assert fixed_cost_ideal(counts, n, cost, a=0.0, b=1e-9) == pytest.approx(plan.ideal_speedup(cost), rel=1e-12)
+    ideals = [fixed_cost_ideal(counts, n, cost, a=a, b=1e-9) for a in (1e-6, 1e-4, 1.0)]
+    assert plan.ideal_speedup(cost) > ideals[0] > ideals[1] > ideals[2] > 1.0
+    assert ideals[2] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_fixed_cost_measures_every_count_and_prices_the_plan():
+    torch.manual_seed(0)
+    setup = prepare("tiny-flux", "a red striped circle on a flat background", steps=20,
+                    model=load_model("tiny-flux", random_weights=True))
+    r = fixed_cost(setup, "flux-dev", repeats=1, device=torch.device("cpu"), calls_per_timing=1)
+    n = setup.noise.shape[1]
+    assert r.counts[0] == 1 and r.counts[-1] == n and len(r.seconds) == len(r.counts)
+    assert all(t > 0 for t in r.seconds) and r.measured > 0
+    cost = setup.field.token_cost()
+    assert r.full_call == pytest.approx(r.a + r.b * cost.forward_flops(n, n))
+    assert math.isfinite(r.token_ideal) and r.token_ideal >= 1.0 and math.isfinite(r.fixed_ideal)

@@ -82,7 +82,8 @@ def train_command(name: str, cfg: dict, steps: int) -> str:
     """The ``jano train`` command line that reproduces (or resumes) a logged run: every setting that must match."""
     c = dataclasses.asdict(TrainConfig(model=name)) | cfg  # settings a log predates ran at their defaults
     return (f"jano train {name} --steps {steps} --batch-size {c['batch_size']} --lr {c['lr']} --seed {c['seed']} "
-            f"--checkpoint-every {c['checkpoint_every']} --precision {c['precision']} --out DIR")
+            f"--checkpoint-every {c['checkpoint_every']} --precision {c['precision']} "
+            f"--t-sampling {c['t_sampling']} --out DIR")
 
 
 def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, prompts: int = 32, steps: int = 50,
@@ -147,7 +148,7 @@ sample each (noise seed = prompt index), {agreement["steps"]} full-compute Euler
 
 (The same reader on the same {agreement["prompts"]} prompts scores {chance["colour"]:.0%} colour / {chance["shape"]:.0%} shape on
 uniform noise, the chance level, and {truth["colour"]:.0%} / {truth["shape"]:.0%} on the renderer's own pictures.)
-Reproduce: `jano card {name} --weights weights/ --train-log weights/{name}.train.json`.
+Reproduce: `jano card {name} --weights weights/ --train-log weights/{name}.train.json --prompts {agreement["prompts"]} --steps {agreement["steps"]}`.
 
 ![samples]({name}_samples.png)
 """

@@ -232,7 +232,8 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      checkpoint_every=args.checkpoint_every, precision=args.precision)
+                      checkpoint_every=args.checkpoint_every, precision=args.precision,
+                      t_sampling=args.t_sampling)
     state = train(cfg, args.out)
     print(f"{args.model}: {state.step} steps, final loss {state.losses[-1]:.4f}, {state.seconds / 60:.1f} min; "
           f"weights in {args.out}")
@@ -344,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=100)
     tr.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: mixed-precision matmuls (float32 weights), ~1.5x faster on CPUs with AVX512-BF16")
+    tr.add_argument("--t-sampling", choices=["logit-normal", "uniform"], default="logit-normal",
+                    help="training noise levels: logit-normal (SD3) or uniform (more samples near pure noise)")
     tr.add_argument("--out", default="runs/train")
     tr.set_defaults(func=_train)
 

@@ -78,3 +78,25 @@ def test_a_log_written_before_a_setting_existed_resumes_at_its_default(tmp_path)
     assert any("resuming" in m for m in messages)
     with pytest.raises(ValueError, match="precision: saved 'fp32', now 'bf16'"):
         train(TrainConfig(**{**cfg.__dict__, "steps": 3, "precision": "bf16"}), tmp_path, log=lambda _: None)
+
+
+def test_t_sampling_draws_the_documented_distributions():
+    from jano_ref.train import sample_t
+
+    g = torch.Generator().manual_seed(0)
+    uniform, logit_normal = sample_t("uniform", 200_000, g), sample_t("logit-normal", 200_000, g)
+    assert 0 <= uniform.min() and uniform.max() < 1
+    assert abs((uniform > 0.9).float().mean().item() - 0.10) < 0.005
+    # P(sigmoid(n) > 0.9) = P(n > logit(0.9) = 2.197) = 1.40 % for n ~ N(0, 1)
+    assert abs((logit_normal > 0.9).float().mean().item() - 0.0140) < 0.002
+    with pytest.raises(ValueError, match="t_sampling='beta'; expected one of"):
+        TrainConfig(t_sampling="beta")
+
+
+def test_t_sampling_changes_training_and_is_part_of_the_resume_check(tmp_path):
+    base = dict(model="tiny-wan", steps=2, batch_size=2, checkpoint_every=1, warmup_steps=1)
+    a = train(TrainConfig(**base), tmp_path / "a", log=lambda _: None)
+    b = train(TrainConfig(**base, t_sampling="uniform"), tmp_path / "b", log=lambda _: None)
+    assert a.losses != b.losses
+    with pytest.raises(ValueError, match="t_sampling: saved 'uniform', now 'logit-normal'"):
+        train(TrainConfig(**{**base, "steps": 3}), tmp_path / "b", log=lambda _: None)

@@ -130,7 +130,7 @@ Command: `{train_command(name, cfg, log["step"])}`
 - Data: `jano_ref.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never
   repeated), caption dropout {cfg["caption_dropout"]} (for classifier-free guidance).
 - Steps: {log["step"]} x batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} ({cfg["warmup_steps"]}-step warm-up), grad clip
-  {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ logit-normal.
+  {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ {cfg.get("t_sampling", "logit-normal")}.
 - Wall time: {log["seconds"] / 60:.0f} min on the machine that trained it (2 CPU cores), as logged by `jano train`.
 - Final loss (mean of the last 100 steps): {statistics.fmean(losses[-100:]):.4f}.
 

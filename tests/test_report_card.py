@@ -62,10 +62,12 @@ def test_model_card_from_a_checkpoint(tmp_path):
     model = load_model("tiny-flux", random_weights=True)
     save_file(model.state_dict(), str(tmp_path / "tiny-flux.safetensors"))
     config = dict(steps=3, batch_size=2, lr=1e-3, seed=0, caption_dropout=0.1, warmup_steps=1, grad_clip=1.0,
-                  ema_decay=0.999)
+                  ema_decay=0.999, t_sampling="uniform")
     (tmp_path / "log.json").write_text(json.dumps(dict(config=config, step=3, losses=[1.0, 0.5, 0.25], seconds=6.0)))
     card = write_card("tiny-flux", tmp_path, tmp_path / "log.json", prompts=2, steps=3, grid=2).read_text()
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in card and "| colour agrees |" in card
+    assert "t ~ uniform." in card and "--t-sampling uniform --out DIR" in card  # the run's own noise levels
+    assert "--precision fp32" in card  # a setting the log predates is stated at the default it ran with
     for name in ("tiny-flux_loss.png", "tiny-flux_samples.png", "tiny-flux.agreement.json"):
         assert (tmp_path / name).exists()
     agreement = json.loads((tmp_path / "tiny-flux.agreement.json").read_text())

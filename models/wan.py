@@ -70,8 +70,11 @@ WAN_PRESETS: dict[str, WanParams] = {
     "wan2.1-14b": WanParams(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
     # Our trained tiny model: 4 frames of 64 px through SpaceToDepth(2) -> 12 x 4 x 32 x 32 latents -> 1024 tokens;
     # TinyTextEncoder context of width 64 padded to 16 tokens (not 512: cross-attention would dominate the cost).
+    # RoPE theta 100, not 10000, for the same reason as tiny-flux (models/flux.py): on a 16-token side most of
+    # theta 10000's frequencies hardly turn, and tokens barely tell their neighbours apart.
     "tiny-wan": WanParams(
         in_dim=12, out_dim=12, dim=128, ffn_dim=384, freq_dim=64, text_dim=64, text_len=16, num_heads=4, num_layers=4,
+        theta=100.0,
     ),
     # Small random-weight config for unit tests (models.md §3.4 tiny parity config).
     "wan-test": WanParams(in_dim=4, out_dim=4, dim=96, ffn_dim=160, freq_dim=32, text_dim=24, num_heads=2, num_layers=2),

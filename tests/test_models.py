@@ -137,12 +137,7 @@ def _spatial_rope(name: str) -> tuple[list[int], float]:
     return list(dims[1:]), p.theta  # (height, width); axis 0 is the frame / the unused Flux image axis
 
 
-@pytest.mark.parametrize("name", [
-    "tiny-flux",
-    pytest.param("tiny-wan", marks=pytest.mark.xfail(
-        strict=True, reason="the shipped tiny-wan was trained with theta 10000; its retraining with theta 100 lands "
-                            "with its weights")),
-])
+@pytest.mark.parametrize("name", ["tiny-flux", "tiny-wan"])
 def test_tiny_presets_rope_resolves_their_16_token_grid(name):
     """A trained tiny model sees 16 tokens per side. RoPE only tells positions apart through the frequencies that
     turn by a radian or more across that side; with FLUX.1's theta 10000 and 5-6 frequencies per axis most of them

@@ -57,7 +57,7 @@ class TeaCacheConfig:
 
 # Tiny-model polynomials, fitted on the shipped weights by the calls named in the presets' sources.
 _TINY_FLUX = (-1.16805320e03, 3.93668255e02, -2.15850647e01, 2.38557323e-01, 1.35245147e-02)
-_TINY_WAN = (3.32837935e01, 1.64181130e-01, 2.22345204e00, -2.21100180e-01, 1.95890751e-02)
+_TINY_WAN = (4.95204845e01, -1.57370826e01, 5.78706170e00, -2.85024362e-01, 2.04335050e-02)
 # Published polynomials of the real models (numpy.poly1d order).
 _FLUX_DEV = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01)
 _WAN_1_3B = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01)
@@ -69,10 +69,10 @@ PRESETS: dict[str, TeaCacheConfig] = {
         "sha256 de1b4552de77d227...); threshold 0.03 = about 2x (24 of 50 steps computed on evaluation prompts 0 and "
         "1), the operating point of the official FLUX default (0.6, 2.0x)"),
     "teacache-tiny-wan": TeaCacheConfig(
-        0.03, _TINY_WAN,
+        0.035, _TINY_WAN,
         "coefficients = `jano calibrate tiny-wan` (teacache.calibrate: 8 prompts, 50 steps, seed 0) on "
-        "weights/tiny-wan.safetensors sha256 a94cc2118e132...; threshold 0.03 = about 2x (25 of 50 steps computed on "
-        "evaluation prompt 0), the operating point of the official Wan 1.3B command (0.08, about 2x)"),
+        "weights/tiny-wan.safetensors sha256 8c62193b0107bf45...; threshold 0.035 = about 2x (25 of 50 steps computed "
+        "on evaluation prompts 0 and 1), the operating point of the official Wan 1.3B command (0.08, about 2x)"),
     "teacache-flux-dev": TeaCacheConfig(
         0.6, _FLUX_DEV,
         "FLUX.1-dev: coefficients TeaCache4FLUX/teacache_flux.py L113 (ali-vilab/TeaCache@7c10efc); threshold 0.6 = "

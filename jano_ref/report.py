@@ -128,10 +128,7 @@ def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, qui
     run this time are kept as they are (so one model can be re-run alone)."""
     readme, out = Path(readme), Path(out)
     if not quick:
-        text = readme.read_text()
-        if BEGIN not in text or END not in text:
-            raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section "
-                             "goes")
+        _read_with_markers(readme)  # fail before a long run, not after it
     sections = {}
     for model in models:
         results, study = run_model(model, out / model, quick=quick)
@@ -140,6 +137,7 @@ def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, qui
         body = "\n".join(sections.values())
         print(body)
         return body
+    text = _read_with_markers(readme)  # again: a run takes tens of minutes, and the README may be edited meanwhile
     head, rest = text.split(BEGIN, 1)
     old, tail = rest.split(END, 1)
     kept = split_sections(old)
@@ -148,6 +146,13 @@ def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, qui
     readme.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
     print(f"rewrote the {', '.join(sections)} results in {readme} from {out}")
     return body
+
+
+def _read_with_markers(readme: Path) -> str:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section goes")
+    return text
 
 
 def split_sections(body: str) -> dict[str, str]:

@@ -85,3 +85,18 @@ def test_rerunning_one_model_keeps_the_other_models_section(tmp_path, monkeypatc
     assert "old flux table" not in text and "| jano / flux-dev |" in text
     assert "old wan table" in text and text.index("### tiny-flux") < text.index("### tiny-wan")
     assert text.startswith("intro\n") and text.endswith("outro\n")
+
+
+def test_edits_made_to_the_readme_during_a_run_are_kept(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+
+    def run_model_while_someone_edits(model, out, quick):
+        readme.write_text(readme.read_text().replace("intro\n", "intro\nedited during the run\n"))
+        return _results(), _FakeStudy()
+
+    monkeypatch.setattr(report, "run_model", run_model_while_someone_edits)
+    (tmp_path / "res").mkdir()
+    report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    text = readme.read_text()
+    assert text.startswith("intro\nedited during the run\n") and "| jano / flux-dev |" in text and "old" not in text

@@ -78,9 +78,9 @@ def _tile(pixels: torch.Tensor, scale: int = 2) -> np.ndarray:
     return np.concatenate([pixels_to_uint8(pixels[:, t], scale) for t in range(pixels.shape[1])], axis=1)
 
 
-def train_command(name: str, cfg: dict, steps: int) -> str:
-    """The ``jano train`` command line that reproduces (or resumes) a logged run: every setting that must match."""
-    c = dataclasses.asdict(TrainConfig(model=name)) | cfg  # settings a log predates ran at their defaults
+def train_command(name: str, c: dict, steps: int) -> str:
+    """The ``jano train`` command line that reproduces (or resumes) a logged run: every setting that must match.
+    ``c``: the run's full config (``write_card`` fills the settings its log predates)."""
     return (f"jano train {name} --steps {steps} --batch-size {c['batch_size']} --lr {c['lr']} --seed {c['seed']} "
             f"--checkpoint-every {c['checkpoint_every']} --precision {c['precision']} "
             f"--t-sampling {c['t_sampling']} --out DIR")
@@ -91,7 +91,8 @@ def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, pro
     """Write ``NAME.md``, ``NAME_loss.png`` and ``NAME_samples.png`` into ``weights_dir``; returns the card path."""
     weights_dir = Path(weights_dir)
     log = json.loads(Path(train_log).read_text())
-    cfg, losses = log["config"], log["losses"]
+    # settings a log predates ran at their defaults (e.g. precision "fp32", t_sampling "logit-normal")
+    cfg, losses = dataclasses.asdict(TrainConfig(model=name)) | log["config"], log["losses"]
     model = load_model(name, weights=weights_dir / f"{name}.safetensors")
     spec = SPECS[name]
     window = max(1, len(losses) // 50)
@@ -130,7 +131,7 @@ Command: `{train_command(name, cfg, log["step"])}`
 - Data: `jano_ref.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never
   repeated), caption dropout {cfg["caption_dropout"]} (for classifier-free guidance).
 - Steps: {log["step"]} x batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} ({cfg["warmup_steps"]}-step warm-up), grad clip
-  {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ {cfg.get("t_sampling", "logit-normal")}.
+  {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ {cfg["t_sampling"]}.
 - Wall time: {log["seconds"] / 60:.0f} min on the machine that trained it (2 CPU cores), as logged by `jano train`.
 - Final loss (mean of the last 100 steps): {statistics.fmean(losses[-100:]):.4f}.
 

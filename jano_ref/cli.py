@@ -37,6 +37,7 @@ from .imageio import pixels_to_uint8, write_gif, write_png
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
 from .tiny import SPECS, Setup, caption_truth, load_model, prepare
+from .train import PRECISIONS, T_SAMPLINGS, TrainConfig, train
 
 VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
 
@@ -229,8 +230,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
-
     cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       checkpoint_every=args.checkpoint_every, precision=args.precision,
                       t_sampling=args.t_sampling)
@@ -343,9 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=3e-4)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--checkpoint-every", type=int, default=100)
-    tr.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    tr.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                     help="bf16: mixed-precision matmuls (float32 weights), ~1.5x faster on CPUs with AVX512-BF16")
-    tr.add_argument("--t-sampling", choices=["logit-normal", "uniform"], default="logit-normal",
+    tr.add_argument("--t-sampling", choices=list(T_SAMPLINGS), default="logit-normal",
                     help="training noise levels: logit-normal (SD3) or uniform (more samples near pure noise)")
     tr.add_argument("--out", default="runs/train")
     tr.set_defaults(func=_train)

@@ -3,8 +3,8 @@
     jano train tiny-flux --steps 2000 --out weights/     # resumable: re-running continues from the last checkpoint
 
 Loss: E || v(x_t, t) - (eps - x0) ||^2 with x_t = (1 - t) x0 + t eps (the flow convention of ``sampling.py``),
-t ~ logit-normal (SD3, Esser et al. 2024, §3.1) or uniform (rectified flow, Liu et al. 2022), captions dropped to "" with probability ``caption_dropout`` so the
-model also learns the unconditional velocity that classifier-free guidance needs (Ho & Salimans 2022). An exponential moving average
+t ~ logit-normal (SD3, Esser et al. 2024, §3.1) or uniform (rectified flow, Liu et al. 2022), captions dropped
+to "" with probability ``caption_dropout`` so the model also learns the unconditional velocity that classifier-free guidance needs (Ho & Salimans 2022). An exponential moving average
 of the weights is what gets shipped.
 
 Checkpoints are safetensors only (never pickle): ``NAME.safetensors`` (EMA weights, the shipped file),
@@ -37,7 +37,6 @@ from .text import TinyTextEncoder
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype per precision name
-T_SAMPLINGS = ("logit-normal", "uniform")  # how training draws the noise level t, see sample_t
 
 
 @dataclass
@@ -86,13 +85,12 @@ def logit_normal_t(batch: int, generator: torch.Generator) -> Tensor:
     return torch.sigmoid(torch.randn(batch, generator=generator))
 
 
-def sample_t(kind: str, batch: int, generator: torch.Generator) -> Tensor:
-    """Training noise levels: ``logit_normal_t`` or t ~ U(0, 1) (rectified flow, Liu et al. 2022)."""
-    if kind == "logit-normal":
-        return logit_normal_t(batch, generator)
-    if kind == "uniform":
-        return torch.rand(batch, generator=generator)
-    raise ValueError(f"t_sampling={kind!r}; expected one of {list(T_SAMPLINGS)}")
+def uniform_t(batch: int, generator: torch.Generator) -> Tensor:
+    """t ~ U(0, 1), every noise level alike (rectified flow, Liu et al. 2022)."""
+    return torch.rand(batch, generator=generator)
+
+
+T_SAMPLINGS = {"logit-normal": logit_normal_t, "uniform": uniform_t}  # TrainConfig.t_sampling -> sampler
 
 
 def ema_decay_at(step: int, max_decay: float) -> float:
@@ -107,7 +105,7 @@ def flow_matching_loss(model, cfg: TrainConfig, pixels: Tensor, captions: list[s
     ae = SpaceToDepth(2)
     x0 = ae.encode(pixels)
     b = x0.shape[0]
-    t = sample_t(cfg.t_sampling, b, generator)
+    t = T_SAMPLINGS[cfg.t_sampling](b, generator)
     eps = torch.randn(x0.shape, generator=generator)
     t_b = t.view(b, *([1] * (x0.ndim - 1)))
     x_t = (1 - t_b) * x0 + t_b * eps

@@ -81,10 +81,10 @@ def test_a_log_written_before_a_setting_existed_resumes_at_its_default(tmp_path)
 
 
 def test_t_sampling_draws_the_documented_distributions():
-    from jano_ref.train import sample_t
+    from jano_ref.train import T_SAMPLINGS
 
     g = torch.Generator().manual_seed(0)
-    uniform, logit_normal = sample_t("uniform", 200_000, g), sample_t("logit-normal", 200_000, g)
+    uniform, logit_normal = T_SAMPLINGS["uniform"](200_000, g), T_SAMPLINGS["logit-normal"](200_000, g)
     assert 0 <= uniform.min() and uniform.max() < 1
     assert abs((uniform > 0.9).float().mean().item() - 0.10) < 0.005
     # P(sigmoid(n) > 0.9) = P(n > logit(0.9) = 2.197) = 1.40 % for n ~ N(0, 1)

@@ -4,9 +4,9 @@
     result = generate(field, noise_tokens, sigmas, method="jano", config="flux-dev")
 """
 
-from .config import PRESETS as JANO_PRESETS
-from .config import JanoConfig, get_preset
+from .jano.config import PRESETS as JANO_PRESETS
+from .jano.config import JanoConfig, get_preset
 from .generate import Generation, generate
-from .jano import JanoReport, sample_jano
+from .jano.sampler import JanoReport, sample_jano
 
 __all__ = ["JANO_PRESETS", "Generation", "JanoConfig", "JanoReport", "generate", "get_preset", "sample_jano"]

@@ -10,7 +10,7 @@ Channel order (as in ``models.flux.pack``): latent channel ``c * f^2 + py * f + 
 no temporal compression.
 
 Exactness: ``x * 2 - 1`` and its inverse are exact in float32 for every pixel value that is a multiple
-of 2^-24 (``torch.rand`` outputs, the renderer of ``jano_ref.data``, every float in [0.5, 1]). Values
+of 2^-24 (``torch.rand`` outputs, the renderer of ``jano_ref.lab.tiny.data``, every float in [0.5, 1]). Values
 below 0.25 that are not on that grid (e.g. k / 255) round by at most 2^-25 (half an ulp of the latent).
 """
 

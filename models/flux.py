@@ -65,7 +65,7 @@ FLUX_PRESETS: dict[str, FluxParams] = {
     # RoPE theta 100, not FLUX.1's 10000: with 12 dims (6 frequencies) per spatial axis and a 16-token side,
     # theta 10000 gives wavelengths of 6, 29, 135, 628, 2900 and 13600 tokens, so four of the six pairs barely turn
     # across the image and carry almost no position. Theta 100 spreads the wavelengths over 6 to 292 tokens. (On its
-    # own it did not make the samples take shape; large, centred objects in jano_ref/data.py did.)
+    # own it did not make the samples take shape; large, centred objects in jano_ref/lab/tiny/data.py did.)
     "tiny-flux": FluxParams(
         in_channels=48, out_channels=48, vec_in_dim=64, context_in_dim=64, hidden_size=128, mlp_ratio=4.0,
         num_heads=4, depth=2, depth_single_blocks=4, axes_dim=[8, 12, 12], theta=100, guidance_embed=False,

@@ -318,7 +318,8 @@ def _load(plan: dict[str, _Entry], device, dtype) -> dict[str, Tensor]:
 @functools.lru_cache(maxsize=1)
 def _preset_signatures() -> dict[str, dict[str, tuple[int, ...]]]:
     """Key->shape of every preset, built on the meta device (no memory, pure, so cached)."""
-    from . import PRESETS, build_model  # late: models/__init__ imports this module
+    from . import PRESETS
+    from . import build_model  # late: models/__init__ imports this module
 
     return {name: {k: tuple(v.shape) for k, v in build_model(name, device="meta").state_dict().items()}
             for name in PRESETS}

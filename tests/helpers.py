@@ -1,8 +1,8 @@
 import torch
 from torch import Tensor
 
-from jano_ref.pipeline import BlockCost, FluxConditioning, FluxVelocity, WanVelocity
-from jano_ref.sampling import flux_schedule, guidance_mix, wan_schedule
+from jano_ref.runtime.fields import BlockCost, FluxConditioning, FluxVelocity, WanVelocity
+from jano_ref.runtime.sampling import flux_schedule, guidance_mix, wan_schedule
 from models import build_model
 from models.layers import PASS_THROUGH
 

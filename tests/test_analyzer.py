@@ -1,4 +1,4 @@
-"""Tests for jano_ref.analyzer: block partition with masked padding, distances and lagged change (Eqs. 10-13),
+"""Tests for jano_ref.jano.analyzer: block partition with masked padding, distances and lagged change (Eqs. 10-13),
 mixing and min-max (Eq. 14), inward diffusion (Eq. 15) and its grid helpers, and the FFT high-frequency measure."""
 
 import math
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jano_ref.analyzer import (
+from jano_ref.jano.analyzer import (
     FLUX_SETTINGS,
     WAN_SETTINGS,
     BlockGrid,

@@ -6,7 +6,7 @@ import torch
 from jano_ref.baselines import BASELINES, default_preset, get_baseline_preset, presets, sample_baseline, sweep
 from jano_ref.baselines.common import CacheHooks, sample_with_hooks
 from jano_ref.baselines.fbcache import FBCacheConfig, FBCacheHooks, sample_fbcache
-from jano_ref.sampling import sample_euler
+from jano_ref.runtime.sampling import sample_euler
 from models.layers import PassThrough
 
 from .helpers import AnalyticField, flux_cfg_field, wan_field

@@ -7,8 +7,8 @@ import torch
 from jano_ref.baselines import get_baseline_preset, resolve, sweep
 from jano_ref.baselines.common import sample_with_hooks
 from jano_ref.baselines.pab import KNOB, PRESETS, SWEEP, PABConfig, PABHooks, sample_pab
-from jano_ref.pipeline import BlockCost
-from jano_ref.sampling import guidance_mix, sample_euler
+from jano_ref.runtime.fields import BlockCost
+from jano_ref.runtime.sampling import guidance_mix, sample_euler
 
 from .helpers import AnalyticField, flux_cfg_field, wan_field
 

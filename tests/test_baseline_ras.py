@@ -14,9 +14,9 @@ from jano_ref.baselines.ras import (
     PRESETS, RASConfig, RASKVCache, drop_schedule, next_selection, sample_ras, scale_step, select_band, split_drops,
     starved_scores, token_scores, tokens_to_drop,
 )
-from jano_ref.pipeline import FluxVelocity, WanVelocity
-from jano_ref.plan import TokenCost
-from jano_ref.sampling import sample_euler
+from jano_ref.runtime.fields import FluxVelocity, WanVelocity
+from jano_ref.jano.plan import TokenCost
+from jano_ref.runtime.sampling import sample_euler
 from models.flux import unpack
 
 from .helpers import flux_cfg_field, rel_err, wan_field

@@ -12,8 +12,8 @@ from jano_ref.baselines.teacache import (
     KNOB, PRESETS, SWEEP, TeaCacheConfig, TeaCacheHooks, calibrate, collect_pairs, decide, fit_coefficients, rescale,
     sample_teacache,
 )
-from jano_ref.sampling import sample_euler
-from jano_ref.tiny import weights_dir
+from jano_ref.runtime.sampling import sample_euler
+from jano_ref.pipelines.tiny import weights_dir
 
 from .helpers import AnalyticField, flux_cfg_field, wan_field
 

@@ -9,7 +9,7 @@ from jano_ref.baselines.common import sample_with_hooks
 from jano_ref.baselines.toca import (
     KNOB, PRESETS, SWEEP, ToCaConfig, ToCaHooks, patch_ids, sample_toca, spatial_bonus,
 )
-from jano_ref.sampling import sample_euler
+from jano_ref.runtime.sampling import sample_euler
 
 from .helpers import AnalyticField, flux_cfg_field, wan_field
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from jano_ref.benchmarks import fixed_cost, fixed_cost_ideal
-from jano_ref.plan import JanoPlan, TokenCost
-from jano_ref.tiny import load_model, prepare
+from jano_ref.lab.eval.benchmarks import fixed_cost, fixed_cost_ideal
+from jano_ref.jano.plan import JanoPlan, TokenCost
+from jano_ref.pipelines.tiny import load_model, prepare
 
 
 def _plan():

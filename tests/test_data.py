@@ -1,4 +1,4 @@
-"""Procedural captioned data (jano_ref.data), the space-to-depth "autoencoder" and the tiny text encoder."""
+"""Procedural captioned data (jano_ref.lab.tiny.data), the space-to-depth "autoencoder" and the tiny text encoder."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jano_ref.data import (
+from jano_ref.lab.tiny.data import (
     BACKGROUNDS,
     CAPTION_WORDS,
     COLOURS,
@@ -31,7 +31,7 @@ from jano_ref.data import (
     render_image,
     render_video,
 )
-from jano_ref.text import TinyTextEncoder
+from models.tiny_text import TinyTextEncoder
 from models.autoencoder import SpaceToDepth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ def test_text_encoder_shapes_and_determinism():
 def test_text_encoder_is_the_same_in_another_process():
     """Same caption -> same numbers in a fresh interpreter with a different hash salt."""
     code = (
-        "from jano_ref.text import TinyTextEncoder as T;"
+        "from models.tiny_text import TinyTextEncoder as T;"
         "t, y = T().flux('a cyan noisy cross on a flat background', 40, 24);"
         "print(repr(t.double().sum().item()), repr(y.double().sum().item()), repr(T().wan('', 24).sum().item()))"
     )

@@ -11,10 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jano_ref import generate, get_preset
-from jano_ref.cache import LevelKVCache
-from jano_ref.plan import ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH, JanoPlan, TokenCost, computed_tokens, step_level
-from jano_ref.pipeline import WanVelocity
-from jano_ref.sampling import EpsToVelocity, linear_beta_alphas_cumprod, sample_euler
+from jano_ref.jano.cache import LevelKVCache
+from jano_ref.jano.plan import (
+    ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH, JanoPlan, TokenCost, computed_tokens, step_level,
+)
+from jano_ref.runtime.fields import WanVelocity
+from jano_ref.runtime.sampling import EpsToVelocity, linear_beta_alphas_cumprod, sample_euler
 from models import build_model
 from models.flux import image_ids, text_ids
 from models.layers import attention
@@ -252,7 +254,7 @@ def test_jano_through_the_ddim_adapter():
     def eps_model(x_t, t, *, token_index=None, kv_caches=None):  # read the Flux output as an epsilon prediction
         return field(x_t, t / 1000, token_index=token_index, kv_caches=kv_caches)
 
-    from jano_ref.sampling import ddim_sigmas
+    from jano_ref.runtime.sampling import ddim_sigmas
 
     alphas = linear_beta_alphas_cumprod()
     sigmas, _ = ddim_sigmas(alphas, 16)

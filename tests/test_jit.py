@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jano_ref.jit import (
+from jano_ref.jit.sampler import (
     PRESETS,
     JiTConfig,
     beta_sigmas,
@@ -30,9 +30,9 @@ from jano_ref.jit import (
     stage_budgets,
     transition_noise,
 )
-from jano_ref.plan import TokenCost
-from jano_ref.sampling import sample_euler
-from jano_ref.tiny import load_model, prepare
+from jano_ref.jano.plan import TokenCost
+from jano_ref.runtime.sampling import sample_euler
+from jano_ref.pipelines.tiny import load_model, prepare
 
 from .helpers import rel_err
 

@@ -1,4 +1,4 @@
-"""Tests for jano_ref.levels: three-level classification, block -> token levels in the Flux and Wan token orders
+"""Tests for jano_ref.jano.levels: three-level classification, block -> token levels in the Flux and Wan token orders
 (majority vote, ties to the higher level), and the threshold search for a target speedup."""
 
 from collections import Counter
@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jano_ref.analyzer import BlockGrid, flux_block_grid
-from jano_ref.levels import (
+from jano_ref.jano.analyzer import BlockGrid, flux_block_grid
+from jano_ref.jano.levels import (
     ACTIVE,
     MODERATE,
     STATIC,

@@ -1,4 +1,4 @@
-"""PSNR / SSIM / LPIPS (jano_ref.metrics) against hand-computed values and independent implementations.
+"""PSNR / SSIM / LPIPS (jano_ref.lab.eval.metrics) against hand-computed values and independent implementations.
 
 The reference numbers below were computed once, outside the project venv, from the same deterministic
 images that this file builds (``pattern``, ``distort`` and ``hash_uniform``; they use only integer
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from jano_ref.metrics import LPIPS, LPIPS_WEIGHTS, frame_metrics, lpips, psnr, ssim
+from jano_ref.lab.eval.metrics import LPIPS, LPIPS_WEIGHTS, frame_metrics, lpips, psnr, ssim
 
 WEIGHTS_SHA256 = "dd65f0285e4719950b1c7a563d66b6305bb31f8633f0304839a34ff5758202c0"
 

@@ -4,10 +4,10 @@ import json
 
 import torch
 
-from jano_ref.cli import main
-from jano_ref.imageio import write_png
-from jano_ref.pipeline import FluxConditioning, FluxVelocity, WanVelocity
-from jano_ref.text import hashed_text_features
+from jano_ref.lab.cli import main
+from jano_ref.lab.imageio import write_png
+from jano_ref.runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
+from models.tiny_text import hashed_text_features
 from models import build_model
 from models.flux import image_ids, pack, text_ids
 

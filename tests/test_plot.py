@@ -1,12 +1,12 @@
-"""Tests for jano_ref.plot (bitmap font, heatmap, level overlay, x-y chart, image grid) and the GIF writer in
-jano_ref.imageio. Pillow decodes what we write; it is a test-only dependency (it comes with diffusers)."""
+"""Tests for jano_ref.lab.plot (bitmap font, heatmap, level overlay, x-y chart, image grid) and the GIF writer in
+jano_ref.lab.imageio. Pillow decodes what we write; it is a test-only dependency (it comes with diffusers)."""
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from jano_ref import plot
-from jano_ref.imageio import _lzw_encode, quantise_for_gif, write_gif, write_png
+from jano_ref.lab import plot
+from jano_ref.lab.imageio import _lzw_encode, quantise_for_gif, write_gif, write_png
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -135,7 +135,7 @@ def test_level_overlay_tints_outlines_and_reports_percentages():
 def test_level_overlay_base_and_errors():
     image = np.zeros((6, 9, 3), np.uint8)
     a = plot.level_overlay(image, np.array([[0, 1, 2], [2, 2, 2]]))
-    b = plot.level_overlay(image, np.array([[1, 2, 3], [3, 3, 3]]), base=1)  # jano_ref.levels numbering
+    b = plot.level_overlay(image, np.array([[1, 2, 3], [3, 3, 3]]), base=1)  # jano_ref.jano.levels numbering
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="divide"):
         plot.level_overlay(image, np.zeros((4, 3), np.int64))

@@ -5,9 +5,9 @@ import json
 import pytest
 from safetensors.torch import save_file
 
-from jano_ref import report
-from jano_ref.card import smoothed, write_card
-from jano_ref.tiny import load_model
+from jano_ref.lab.eval import report
+from jano_ref.lab.tiny.card import smoothed, write_card
+from jano_ref.pipelines.tiny import load_model
 
 
 def _results(jano_psnr=30.0, random_psnr=25.0, steps_psnr=28.0, speedup=1.8, ideal=1.9):

@@ -1,4 +1,5 @@
-"""Tests for jano_ref.sampling: flow schedules vs diffusers, the Euler sampler, CFG, and the DDIM eps -> velocity
+"""Tests for jano_ref.runtime.sampling: flow schedules vs diffusers, the Euler sampler, CFG, and the DDIM eps ->
+velocity
 adapter (parity with diffusers DDIMScheduler at eta = 0, and exactness on a Gaussian toy with closed forms)."""
 
 import math
@@ -10,7 +11,7 @@ from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jano_ref.sampling import (
+from jano_ref.runtime.sampling import (
     EpsToVelocity,
     alpha_bar_to_timestep,
     classifier_free_guidance,

@@ -1,4 +1,5 @@
-"""Tests for jano_ref.study: ranks and Spearman's rho with its p-value (against scipy), the incomplete beta function,
+"""Tests for jano_ref.lab.eval.study: ranks and Spearman's rho with its p-value (against scipy), the incomplete beta
+function,
 ground-truth convergence and complexity maps, tercile accuracy and shuffled level maps."""
 
 import math
@@ -11,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jano_ref.analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
-from jano_ref.levels import classify
-from jano_ref.study import (
+from jano_ref.jano.analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
+from jano_ref.jano.levels import classify
+from jano_ref.lab.eval.study import (
     convergence_map,
     fft_complexity_map,
     rankdata,

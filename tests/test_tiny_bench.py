@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from jano_ref.analysis import analyze_prompt, run_study
-from jano_ref.bench import Bench, BenchConfig, cell_name
-from jano_ref.cli import main
+from jano_ref.lab.eval.analysis import analyze_prompt, run_study
+from jano_ref.lab.eval.bench import Bench, BenchConfig, cell_name
+from jano_ref.lab.cli import main
 from jano_ref.generate import generate
-from jano_ref.tiny import caption_truth, evaluation_scenes, load_model, prepare
+from jano_ref.pipelines.tiny import caption_truth, evaluation_scenes, load_model, prepare
 
 RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
             "token_fraction", "peak_mem_mb"}
@@ -56,7 +56,7 @@ def test_caption_truth_and_evaluation_scenes():
 
 
 def test_random_level_map_keeps_fractions(flux):
-    from jano_ref.study import shuffled_levels
+    from jano_ref.lab.eval.study import shuffled_levels
 
     setup = prepare("tiny-flux", "a green cross on a gradient background", steps=12, model=flux)
     jano = generate(setup.field, setup.noise, setup.sigmas, method="jano")
@@ -127,7 +127,7 @@ def jano_speedup_is_median_of_cells(results, cells) -> bool:
 
 
 def test_cells_from_before_interleaving_fall_back_to_latency_ratios():
-    from jano_ref.bench import Cell, aggregate
+    from jano_ref.lab.eval.bench import Cell, aggregate
 
     cfg = BenchConfig(model="tiny-flux", methods=("full", "jano"), presets=("flux-dev",), prompts=1, steps=12)
 
@@ -202,7 +202,7 @@ def test_cli_generate_jit(tmp_path, capsys):
 
 def test_bench_sweeps_the_baselines_and_reports_a_matched_table(tmp_path, flux):
     from jano_ref import baselines
-    from jano_ref.bench import frontier, matched_table
+    from jano_ref.lab.eval.bench import frontier, matched_table
 
     cfg = BenchConfig(model="tiny-flux", methods=("full", "fbcache", "ras"), presets=("fbcache-0.08",), prompts=1,
                       steps=8, warmup=1, repeats=3, sweep=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from jano_ref.train import TrainConfig, train
+from jano_ref.lab.tiny.train import TrainConfig, train
 
 
 @pytest.mark.parametrize("model", ["tiny-flux", "tiny-wan"])
@@ -38,7 +38,7 @@ def test_resuming_with_another_config_is_refused(tmp_path):
 
 
 def test_ema_decay_warms_up_and_caps():
-    from jano_ref.train import ema_decay_at
+    from jano_ref.lab.tiny.train import ema_decay_at
 
     decays = [ema_decay_at(k, 0.999) for k in range(10_000)]  # reaches the cap at k = 8991
     assert decays[0] == 0.1  # the first average is mostly the freshly trained weights
@@ -81,7 +81,7 @@ def test_a_log_written_before_a_setting_existed_resumes_at_its_default(tmp_path)
 
 
 def test_t_sampling_draws_the_documented_distributions():
-    from jano_ref.train import T_SAMPLINGS
+    from jano_ref.lab.tiny.train import T_SAMPLINGS
 
     g = torch.Generator().manual_seed(0)
     uniform, logit_normal = T_SAMPLINGS["uniform"](200_000, g), T_SAMPLINGS["logit-normal"](200_000, g)

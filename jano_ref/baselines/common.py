@@ -18,7 +18,7 @@ from torch import Tensor
 
 from models.layers import PassThrough
 
-from ..sampling import sample_euler
+from ..runtime.sampling import sample_euler
 
 
 class CacheHooks(PassThrough):

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from models.layers import PassThrough
 
-from ..sampling import sample_euler
+from ..runtime.sampling import sample_euler
 from .common import StackSkipHooks, relative_l1, sample_with_hooks
 
 
@@ -263,11 +263,11 @@ CALIBRATION_SCENE_SEED = 1
 
 def calibrate(model: str, prompts: int = 8, steps: int = 50, seed: int = 0, weights=None, *, device=None,
               degree: int = 4) -> tuple[float, ...]:
-    """Fit TeaCache's rescale polynomial for a shipped tiny model (``jano_ref.tiny``): ``collect_pairs`` on
+    """Fit TeaCache's rescale polynomial for a shipped tiny model (``jano_ref.pipelines.tiny``): ``collect_pairs`` on
     ``prompts`` captions of ``evaluation_scenes(prompts, seed=CALIBRATION_SCENE_SEED + seed)`` (noise seed
     ``seed + i`` for prompt i, ``steps`` Euler steps, the model's own guidance), pooled, then ``fit_coefficients``.
     ``weights``: a .safetensors file instead of ``weights/MODEL.safetensors``."""
-    from ..tiny import SPECS, evaluation_scenes, load_model, prepare  # tiny imports the pipeline; keep it lazy
+    from ..pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare  # lazy: tiny imports the fields
 
     if model not in SPECS:
         raise KeyError(f"unknown tiny model {model!r}; choose one of {', '.join(SPECS)}")

@@ -32,8 +32,8 @@ from models.autoencoder import SpaceToDepth
 from models.flux import image_ids, pack, text_ids
 
 from .data import make_batch
-from .imageio import write_text
-from .text import TinyTextEncoder
+from ..imageio import write_text
+from models.tiny_text import TinyTextEncoder
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype per precision name

@@ -1,7 +1,7 @@
 """Tiny raster charts in plain numpy: a 5x7 bitmap font, heatmaps, level overlays, x-y charts, image grids.
 
 Every function returns (or draws into) a uint8 RGB array ``[H, W, 3]``; write it with
-``jano_ref.imageio.write_png``. No imaging library is needed. The module holds no mutable state, so the same
+``jano_ref.lab.imageio.write_png``. No imaging library is needed. The module holds no mutable state, so the same
 inputs always give the same pixels. Coordinates are pixels, ``x`` to the right and ``y`` down, with the origin
 at the top-left corner; drawing outside the canvas is clipped silently.
 """
@@ -156,7 +156,7 @@ def level_fractions(levels, base: int = 0) -> tuple[float, float, float]:
     lv = np.asarray(levels)
     if lv.size == 0 or not np.issubdtype(lv.dtype, np.integer) or lv.min() < base or lv.max() > base + 2:
         raise ValueError(f"levels must be a non-empty integer array with values in {{{base}, {base + 1}, "
-                         f"{base + 2}}}; pass base=1 for jano_ref.levels' STATIC=1 .. ACTIVE=3")
+                         f"{base + 2}}}; pass base=1 for jano_ref.jano.levels' STATIC=1 .. ACTIVE=3")
     counts = np.bincount((lv - base).ravel(), minlength=3)
     return tuple(float(c) / lv.size for c in counts)
 

@@ -5,9 +5,9 @@
     pixels = setup.decode(run.tokens)  # [3, F, H, W] in [0, 1]
 
 ``tiny-flux`` and ``tiny-wan`` are small configs of our own Flux and Wan modules trained by ``jano train`` on
-the procedural data of ``jano_ref.data``; their weights ship in ``weights/`` (model cards next to them). They see
-pixels through ``models.autoencoder.SpaceToDepth`` and captions through ``text.TinyTextEncoder``, so the Flux / Wan
-interfaces run unchanged. ``load_model(name, random_weights=True)`` gives the same architecture with seeded random
+the procedural data of ``jano_ref.lab.tiny.data``; their weights ship in ``weights/`` (model cards next to them).
+They see pixels through ``models.autoencoder.SpaceToDepth`` and captions through ``models.tiny_text.TinyTextEncoder``,
+so the Flux / Wan interfaces run unchanged. ``load_model(name, random_weights=True)`` gives the same architecture with seeded random
 weights (no meaning, no file needed) for tests and pipeline checks.
 """
 
@@ -23,10 +23,10 @@ from torch import Tensor
 import models
 from models.autoencoder import SpaceToDepth
 
-from .data import COLOURS, SHAPES, Scene, random_scene
-from .pipeline import FluxConditioning, FluxVelocity, WanVelocity
-from .sampling import flux_schedule, wan_schedule
-from .text import TinyTextEncoder
+from ..lab.tiny.data import COLOURS, SHAPES, Scene, random_scene
+from ..runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
+from ..runtime.sampling import flux_schedule, wan_schedule
+from models.tiny_text import TinyTextEncoder
 
 WEIGHTS_ENV = "JANO_WEIGHTS"  # folder holding tiny-flux.safetensors / tiny-wan.safetensors
 
@@ -58,7 +58,7 @@ SPECS: dict[str, TinySpec] = {
 def weights_dir() -> Path:
     """``$JANO_WEIGHTS`` if set, else the repository's ``weights/`` folder."""
     env = os.environ.get(WEIGHTS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
 
 
 def load_model(name: str, *, device=None, dtype=None, weights: str | Path | None = None, random_weights: bool = False):

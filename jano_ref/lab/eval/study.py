@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
+from ...jano.analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
 
 __all__ = [
     "convergence_map",

@@ -5,7 +5,7 @@ the prompt and draws Gaussian token features of the width the DiT expects. It ke
 ``y``) and Wan (``context``) interfaces exercised end to end on random-weight models; the outputs of
 such models carry no meaning.
 
-``TinyTextEncoder`` is for the tiny models trained on ``jano_ref.data``: a fixed word-embedding table plus
+``TinyTextEncoder`` is for the tiny models trained on ``jano_ref.lab.tiny.data``: a fixed word-embedding table plus
 a sinusoidal position code over the small caption vocabulary, so a DiT trained on it can learn to read
 the caption.
 """
@@ -26,7 +26,7 @@ def hashed_text_features(prompt: str, num_tokens: int, dim: int, *, salt: str = 
     return torch.randn(1, num_tokens, dim, generator=g)
 
 
-# ---- a tiny, training-free caption encoder for the procedural data of ``jano_ref.data`` ------------
+# ---- a tiny, training-free caption encoder for the procedural data of ``jano_ref.lab.tiny.data`` ------------
 
 
 def _seeded_generator(*parts: object) -> torch.Generator:
@@ -59,7 +59,7 @@ class TinyTextEncoder:
 
     def __init__(self, seed: int = 0, words: tuple[str, ...] | None = None) -> None:
         if words is None:
-            from .data import CAPTION_WORDS  # imported here: data does not need text, text needs its words
+            from jano_ref.lab.tiny.data import CAPTION_WORDS  # here: text needs data's words, not vice versa
 
             words = CAPTION_WORDS
         self.seed = seed

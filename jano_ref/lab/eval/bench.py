@@ -5,10 +5,10 @@
 Methods (a run is a method and a preset):
 
 * ``full``           every token at every step (the reference; speedup 1).
-* ``jano``           Jano with a named preset (``jano_ref.config.PRESETS``).
+* ``jano``           Jano with a named preset (``jano_ref.jano.config.PRESETS``).
 * ``random-levels``  Jano's schedule, but the block levels of each generation are shuffled at random: the same
                      fractions of static / moderate / active blocks in the wrong places (Jano §6.5 ablation).
-* ``jit``            JiT with a named preset (``jano_ref.jit.PRESETS``: its own step count and Beta-warped
+* ``jit``            JiT with a named preset (``jano_ref.jit.sampler.PRESETS``: its own step count and Beta-warped
                      timesteps); speedup and quality are against the same 50-step full run (JiT §5.1).
 * ``teacache``, ``fbcache``, ``pab``, ``toca``, ``ras``
                      the caching baselines (``jano_ref.baselines``) with a named preset or a sweep label
@@ -44,18 +44,18 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import baselines
-from .config import PRESETS as JANO_PRESETS
-from .jit import PRESETS as JIT_PRESETS
-from .data import caption_agreement
-from .generate import Generation, cost_against_full, generate
-from .imageio import write_png, write_text
+from ... import baselines
+from ...jano.config import PRESETS as JANO_PRESETS
+from ...jit.sampler import PRESETS as JIT_PRESETS
+from ..tiny.data import caption_agreement
+from ...generate import Generation, cost_against_full, generate
+from ..imageio import write_png, write_text
 from .metrics import LPIPS, frame_metrics
-from .plot import xy_chart
-from .progress import Progress
+from ..plot import xy_chart
+from ..progress import Progress
 from .study import shuffled_levels
-from .timing import synchronize, timed_runs
-from .tiny import SPECS, evaluation_scenes, load_model, prepare
+from ...runtime.timing import synchronize, timed_runs
+from ...pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare
 
 BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
 

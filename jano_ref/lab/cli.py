@@ -11,7 +11,7 @@
     jano card tiny-flux                                          its model card (loss, samples, caption agreement)
     jano models                                                  list model presets
 
-The tiny models are trained on procedural captioned pictures (``jano_ref.data``): prompts read like
+The tiny models are trained on procedural captioned pictures (``jano_ref.lab.tiny.data``): prompts read like
 "a COLOUR [TEXTURE] SHAPE on a flat|gradient background" (videos add "moving left|right|up|down" or
 "standing still"); colours red green blue yellow magenta cyan white, shapes circle square triangle ring cross,
 textures striped checkered noisy scribbled.
@@ -29,15 +29,15 @@ import torch
 
 import models
 
-from .config import PRESETS as JANO_PRESETS
-from .jit import PRESETS as JIT_PRESETS
-from .data import caption_agreement
-from .generate import METHODS, cost_against_full, generate
+from ..jano.config import PRESETS as JANO_PRESETS
+from ..jit.sampler import PRESETS as JIT_PRESETS
+from .tiny.data import caption_agreement
+from ..generate import METHODS, cost_against_full, generate
 from .imageio import pixels_to_uint8, write_gif, write_png
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
-from .tiny import SPECS, Setup, caption_truth, load_model, prepare
-from .train import PRECISIONS, T_SAMPLINGS, TrainConfig, train
+from ..pipelines.tiny import SPECS, Setup, caption_truth, load_model, prepare
+from .tiny.train import PRECISIONS, T_SAMPLINGS, TrainConfig, train
 
 VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
 
@@ -72,7 +72,7 @@ def _load(args: argparse.Namespace):
 
 def _method_config(method: str, preset: str | None, model: str):
     """(preset name, config) for ``jano generate``; the default preset is the model's own."""
-    from .baselines import BASELINES, default_preset, resolve
+    from ..baselines import BASELINES, default_preset, resolve
 
     if method == "full":
         return None, None
@@ -89,8 +89,8 @@ def _method_config(method: str, preset: str | None, model: str):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .timing import timed_runs
-    from .metrics import frame_metrics
+    from ..runtime.timing import timed_runs
+    from .eval.metrics import frame_metrics
 
     model = _load(args)
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
@@ -154,7 +154,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze_prompt
+    from .eval.analysis import analyze_prompt
 
     model = _load(args)
     with Progress(1, "analyze (full trajectory + Jano run)") as bar:
@@ -199,7 +199,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .analysis import run_study, study_markdown, write_study
+    from .eval.analysis import run_study, study_markdown, write_study
 
     result = run_study(args.model, prompts=args.prompts, steps=args.steps, model=_load(args), preset=args.preset)
     files = write_study(result, args.out)
@@ -209,7 +209,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import Bench, BenchConfig, results_markdown
+    from .eval.bench import Bench, BenchConfig, results_markdown
 
     cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
@@ -222,7 +222,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import regenerate
+    from .eval.report import regenerate
 
     out = args.out or ("out/report-quick" if args.quick else "notebooks/results")
     regenerate(args.readme, out, quick=args.quick, models=tuple(args.models.split(",")))
@@ -240,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .baselines.teacache import calibrate
+    from ..baselines.teacache import calibrate
 
     coefficients = calibrate(args.model, prompts=args.prompts, steps=args.steps, seed=args.seed, weights=args.weights)
     print(f"TeaCache rescale polynomial for {args.model} (numpy.poly1d order, highest power first; {args.prompts} "
@@ -250,7 +250,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from .card import write_card
+    from .tiny.card import write_card
 
     path = write_card(args.model, args.weights, args.train_log or Path(args.weights) / f"{args.model}.train.json",
                       prompts=args.prompts, steps=args.steps)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 __all__ = ["LPIPS", "LPIPS_WEIGHTS", "frame_metrics", "lpips", "psnr", "ssim"]
 
-LPIPS_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "lpips_alex_v0.1.safetensors"
+LPIPS_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "lpips_alex_v0.1.safetensors"
 
 _SSIM_WIN = 7
 _SSIM_K1 = 0.01

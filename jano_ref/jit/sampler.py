@@ -68,10 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import lookup_preset
-from .plan import TokenCost
-from .study import regularized_incomplete_beta
-from .timing import synchronize
+from ..jano.config import lookup_preset
+from ..jano.plan import TokenCost
+from ..lab.eval.study import regularized_incomplete_beta
+from ..runtime.timing import synchronize
 
 Grid = tuple[int, int, int]  # (T, H, W) token grid; T = 1 for images
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .analyzer import BlockGrid, analyze
-from .config import JanoConfig, get_preset
-from .generate import Generation, generate
-from .imageio import write_png, write_text
-from .plot import xy_chart
-from .jano import block_grid_for
-from .progress import Progress
+from ...jano.analyzer import BlockGrid, analyze
+from ...jano.config import JanoConfig, get_preset
+from ...generate import Generation, generate
+from ..imageio import write_png, write_text
+from ..plot import xy_chart
+from ...jano.sampler import block_grid_for
+from ..progress import Progress
 from .study import convergence_map, fft_complexity_map, spearman, tercile_accuracy
-from .tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
+from ...pipelines.tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
 
 STUDY_BLOCK = (None, 4, 4)  # (frames -> all of them, rows, cols) in latent cells
 

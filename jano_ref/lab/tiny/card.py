@@ -20,12 +20,12 @@ import torch
 import models
 
 from .data import caption_agreement, render_video
-from .generate import generate
-from .imageio import pixels_to_uint8, write_png
-from .plot import image_grid, xy_chart
-from .progress import Progress
+from ...generate import generate
+from ..imageio import pixels_to_uint8, write_png
+from ..plot import image_grid, xy_chart
+from ..progress import Progress
 from .train import TrainConfig
-from .tiny import SPECS, evaluation_scenes, load_model, prepare
+from ...pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare
 
 
 def smoothed(values: list[float], window: int) -> list[float]:
@@ -111,16 +111,16 @@ def write_card(name: str, weights_dir: str | Path, train_log: str | Path, *, pro
     card = f"""# {name}
 
 A small config of our own {"Wan2.1" if spec.is_video else "Flux"} DiT (`models.PRESETS["{name}"]`), trained from scratch with
-rectified flow on the procedural captioned {"clips" if spec.is_video else "pictures"} of `jano_ref/data.py`, so that
+rectified flow on the procedural captioned {"clips" if spec.is_video else "pictures"} of `jano_ref/lab/tiny/data.py`, so that
 Jano and the other methods have real content to work on offline. Not a general-purpose generator.
 
 - **Weights**: `{name}.safetensors` ({size_mb:.1f} MB, {n_params:,} parameters, float32, the EMA of the training
-  weights). Load with `jano_ref.tiny.load_model("{name}")`.
+  weights). Load with `jano_ref.pipelines.tiny.load_model("{name}")`.
 - **Architecture**: `{params}`.
 - **Inputs**: {spec.image_size}x{spec.image_size} px{f" x {spec.frames} frames" if spec.is_video else ""}, through the
   fixed space-to-depth "autoencoder" (`models.autoencoder.SpaceToDepth(2)`, pixels in [0, 1] -> latents in [-1, 1]);
-  captions through `jano_ref.text.TinyTextEncoder` (16 tokens).
-- **Sampling defaults** (`jano_ref.tiny.SPECS`): classifier-free guidance {spec.guide_scale}, Euler,
+  captions through `models.tiny_text.TinyTextEncoder` (16 tokens).
+- **Sampling defaults** (`jano_ref.pipelines.tiny.SPECS`): classifier-free guidance {spec.guide_scale}, Euler,
   {"Wan sigma shift " + str(spec.shift) if spec.is_video else "the Flux resolution-dependent shift"}.
 
 ## Training
@@ -128,7 +128,7 @@ Jano and the other methods have real content to work on offline. Not a general-p
 Command: `{train_command(name, cfg, log["step"])}`
 (resumable; config below is the saved `{name}.train.json`).
 
-- Data: `jano_ref.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never
+- Data: `jano_ref.lab.tiny.data.make_batch` with seed `{cfg["seed"]} * 1_000_003 + step` (a new batch every step, never
   repeated), caption dropout {cfg["caption_dropout"]} (for classifier-free guidance).
 - Steps: {log["step"]} x batch {cfg["batch_size"]}, AdamW lr {cfg["lr"]} ({cfg["warmup_steps"]}-step warm-up), grad clip
   {cfg["grad_clip"]}, EMA {cfg["ema_decay"]} (with warm-up), t ~ {cfg["t_sampling"]}.
@@ -139,9 +139,9 @@ Command: `{train_command(name, cfg, log["step"])}`
 
 ## Samples and caption agreement
 
-{agreement["prompts"]} evaluation prompts (`jano_ref.tiny.evaluation_scenes`, seeds training never draws), one
+{agreement["prompts"]} evaluation prompts (`jano_ref.pipelines.tiny.evaluation_scenes`, seeds training never draws), one
 sample each (noise seed = prompt index), {agreement["steps"]} full-compute Euler steps, guidance
-{agreement["guide_scale"]}. `jano_ref.data.caption_agreement` reads the {"middle frame's " if spec.is_video else ""}colour and shape:
+{agreement["guide_scale"]}. `jano_ref.lab.tiny.data.caption_agreement` reads the {"middle frame's " if spec.is_video else ""}colour and shape:
 
 | colour agrees | shape agrees | both |
 |---|---|---|

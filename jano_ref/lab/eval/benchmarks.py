@@ -1,0 +1,234 @@
+"""Micro-benchmarks of the Jano core (not tests: they time, they do not assert).
+
+    python -m jano_ref.benchmarks analyzer         # analyzer cost at Flux-1024^2 and Wan-1.3B latent sizes
+    python -m jano_ref.benchmarks cached-forward   # measured vs ideal speedup of the cached forward
+    python -m jano_ref.benchmarks fixed-cost       # the per-call cost token skipping cannot remove, on tiny-flux
+
+Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from models import build_model
+
+from ...jano.analyzer import analyze, flux_block_grid
+from ...jano.cache import LevelKVCache
+from ...jano.config import PRESETS
+from ...runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
+from ...jano.plan import REFRESH, JanoPlan, computed_tokens
+from ...runtime.timing import synchronize, timed_runs
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median of ``repeats`` timed calls after one warm-up call (``timing.timed_runs``)."""
+    return statistics.median(timed_runs(fn, 1, repeats, device)[1])
+
+
+def _flux_field(device, dtype, latent: int, **overrides) -> FluxVelocity:
+    model = build_model("flux-test", device=device, dtype=dtype, **overrides)
+    p = model.params
+    cond = FluxConditioning(torch.randn(1, 16, p.context_in_dim, device=device, dtype=dtype),
+                            torch.randn(1, p.vec_in_dim, device=device, dtype=dtype))
+    return FluxVelocity(model, cond, (latent, latent))
+
+
+def _forward_seconds(field: FluxVelocity, num_tokens: int, repeats: int, device, dtype) -> float:
+    x = torch.randn(1, num_tokens, field.model.params.in_channels, device=device, dtype=dtype)
+    with torch.inference_mode():
+        return median_seconds(lambda: field(x, torch.tensor(0.5, device=device)), repeats, device)
+
+
+def bench_analyzer(repeats: int, device: torch.device, dtype: torch.dtype) -> None:
+    flux_cfg, wan_cfg = PRESETS["flux-dev"], PRESETS["wan"]
+    cases = [
+        # name, warm-up velocities [K, C, T, H, W], grid, settings, real-size forward FLOPs
+        ("Flux 1024^2 (16x1x128x128, K=7)", (7, 16, 1, 128, 128), flux_block_grid(128, 128), flux_cfg,
+         FluxVelocity(build_model("flux-dev", device="meta"), FluxConditioning(torch.empty(1, 512, 4096, device="meta"),
+                      torch.empty(1, 768, device="meta")), (128, 128)).token_cost().forward_flops(4096, 4096)),
+        ("Wan-1.3B 832x480x81 (16x21x60x104, K=6)", (6, 16, 21, 60, 104), (7, 6, 8), wan_cfg,
+         2 * WanVelocity(build_model("wan2.1-1.3b", device="meta"), torch.empty(1, 1, 4096), torch.empty(1, 1, 4096),
+                         (21, 60, 104)).token_cost().forward_flops(32760, 32760)),
+    ]
+    # The small model's achieved FLOP rate turns a real model's FLOPs into a same-device time estimate.
+    small = _flux_field(device, dtype, 32)
+    small_s = _forward_seconds(small, 256, repeats, device, dtype)
+    rate = small.token_cost().forward_flops(256, 256) / small_s
+    print(f"device {device}, {dtype}; one full forward of flux-test at 256 tokens: {small_s * 1e3:.2f} ms "
+          f"({rate / 1e9:.1f} GFLOP/s achieved)")
+    print("| latent | analyzer | / small forward | real-size forward estimate | analyzer / real forward |")
+    print("|---|---|---|---|---|")
+    for name, shape, grid, cfg, real_flops in cases:
+        warmup = torch.randn(shape, device=device, dtype=torch.float32)
+        seconds = median_seconds(
+            lambda: analyze(warmup, grid, alpha=cfg.alpha, d_strength=cfg.d_strength, d_distance=cfg.d_distance),
+            repeats, device,
+        )
+        real_s = real_flops / rate
+        print(f"| {name} | {seconds * 1e3:.1f} ms | {seconds / small_s:.1f}x | {real_s:.0f} s | {seconds / real_s:.2e} |")
+
+
+def bench_cached_forward(repeats: int, device: torch.device, dtype: torch.dtype, latent: int) -> None:
+    """Full vs level-2 vs level-1 forwards on a random-weight Flux, and the whole flux-dev plan at 50 steps."""
+    field = _flux_field(device, dtype, latent, hidden_size=256, num_heads=4, axes_dim=[16, 24, 24], depth=2,
+                        depth_single_blocks=4)
+    n = (latent // 2) ** 2
+    g = torch.Generator().manual_seed(0)
+    levels = torch.multinomial(torch.tensor([0.4, 0.3, 0.3]), n, replacement=True, generator=g).add(1).to(device)
+    cache = LevelKVCache(levels)
+    x = torch.randn(1, n, field.model.params.in_channels, device=device, dtype=dtype)
+    sigma = torch.tensor(0.5, device=device)
+    cost = field.token_cost()
+    seconds = {}
+    with torch.inference_mode():
+        for level in (REFRESH, 2, 1):
+            index = computed_tokens(levels, level)
+            hook = {"cond": cache.at(level)}
+            seconds[level] = median_seconds(lambda: field(x, sigma, token_index=index, kv_caches=hook), repeats, device)
+    cfg = PRESETS["flux-dev"]
+    plan = JanoPlan.build(levels, 50, warmup=cfg.warmup_steps, cooldown=cfg.cooldown_steps,
+                          static_interval=cfg.static_interval, medium_interval=cfg.medium_interval)
+    full_total = seconds[REFRESH] * 50
+    plan_total = sum(seconds[3 if lv == 0 else lv] for lv in plan.step_levels)
+    print(f"device {device}, {dtype}; Flux hidden 256, 2+4 blocks, {n} image tokens + 16 text; levels "
+          f"{int((levels == 1).sum())} static / {int((levels == 2).sum())} moderate / {int((levels == 3).sum())} active")
+    print("| forward | computed tokens | measured | measured speedup | ideal speedup |")
+    print("|---|---|---|---|---|")
+    for level, name in ((REFRESH, "full"), (2, "level 2"), (1, "level 1")):
+        k = n if level == REFRESH else int(computed_tokens(levels, level).numel())
+        ideal = cost.forward_flops(n, n) / cost.forward_flops(k, n)
+        print(f"| {name} | {k} | {seconds[level] * 1e3:.1f} ms | {seconds[REFRESH] / seconds[level]:.2f}x | {ideal:.2f}x |")
+    print(f"| flux-dev plan, 50 steps | {sum(plan.token_counts())} total | {plan_total:.2f} s | "
+          f"{full_total / plan_total:.2f}x | {plan.ideal_speedup(cost):.2f}x |")
+
+
+@dataclass
+class FixedCost:
+    """``fixed_cost``'s measurements: per computed-token count, the median seconds of one level-1 velocity call; the
+    fit ``a + b * FLOPs``; and the Jano plan of one prompt priced with and without ``a``, next to its measurement."""
+
+    counts: list[int]
+    seconds: list[float]
+    a: float  # seconds per call whatever it computes
+    b: float  # seconds per token FLOP
+    full_call: float  # the fit at all tokens
+    token_ideal: float  # the plan's ideal speedup from token FLOPs (what Jano reports)
+    fixed_ideal: float  # the same plan with ``a`` added to every step
+    measured: float  # full's median latency over Jano's, interleaved runs
+
+
+def fixed_cost(setup, preset: str, repeats: int, device: torch.device, calls_per_timing: int = 20) -> FixedCost:
+    """Fit the time of one level-1 velocity call (every guidance branch, frozen tokens' K/V from the cache) as
+    ``a + b * token FLOPs`` over several computed-token counts. ``a`` is what a call costs whatever it computes
+    (kernel launches and framework overhead); the token-FLOP ideal speedup leaves it out, so it bounds how close a
+    small model's measured speedup can come to that ideal. ``setup`` is a ``tiny.prepare`` result."""
+    import numpy as np
+
+    from ...generate import generate
+
+    field, x = setup.field, setup.noise
+    n = x.shape[1]
+    cost = field.token_cost()
+    sigma = setup.sigmas[len(setup.sigmas) // 5]
+    counts = sorted({1, n // 16, n // 8, n // 4, n // 2, 3 * n // 4, n})
+    calls = []
+    with torch.inference_mode():
+        for k in counts:
+            levels = torch.ones(n, dtype=torch.long, device=device)
+            levels[torch.randperm(n, generator=torch.Generator().manual_seed(k))[:k].to(device)] = 3
+            caches = {b: LevelKVCache(levels) for b in field.branches}
+            field(x, sigma, kv_caches={b: c.at(REFRESH) for b, c in caches.items()})  # fills the caches
+            hooks = {b: c.at(1) for b, c in caches.items()}
+            index = computed_tokens(levels, 1)
+            calls.append(lambda index=index, hooks=hooks: field(x, sigma, token_index=index, kv_caches=hooks))
+        # rounds over all counts (interleaved, so a load drift hits every count alike); round 0 warms up
+        times: list[list[float]] = [[] for _ in counts]
+        for r in range(repeats + 1):
+            for call, out in zip(calls, times):
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(calls_per_timing):
+                    call()
+                synchronize(device)
+                if r:
+                    out.append((time.perf_counter() - start) / calls_per_timing)
+        seconds = [statistics.median(t) for t in times]
+        runs: dict[str, list[float]] = {m: [] for m in ("full", "jano")}
+        for r in range(repeats + 1):  # interleaved too
+            for m in runs:
+                g = generate(field, x, setup.sigmas, method=m, config=preset)
+                if r:
+                    runs[m].append(g.seconds)
+                if m == "jano":
+                    plan = g.report.plan
+    flops = np.array([cost.forward_flops(k, n) for k in counts])
+    (a, b), *_ = np.linalg.lstsq(np.stack([np.ones_like(flops), flops], 1), np.array(seconds), rcond=None)
+    return FixedCost(counts, seconds, float(a), float(b), float(a + b * cost.forward_flops(n, n)),
+                     plan.ideal_speedup(cost), fixed_cost_ideal(plan.token_counts(), n, cost, float(a), float(b)),
+                     statistics.median(runs["full"]) / statistics.median(runs["jano"]))
+
+
+def fixed_cost_ideal(token_counts: list[int], num_tokens: int, cost, a: float, b: float) -> float:
+    """Ideal speedup of a plan (tokens computed per step) when every step costs ``a + b * token FLOPs``: with
+    ``a = 0`` it is the token-FLOP ideal (``JanoPlan.ideal_speedup``); a larger ``a`` pulls it towards 1."""
+    full = a + b * cost.forward_flops(num_tokens, num_tokens)
+    return full * len(token_counts) / sum(a + b * cost.forward_flops(k, num_tokens) for k in token_counts)
+
+
+def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, model_name: str, prompt: str,
+                     preset: str) -> FixedCost:
+    from ...pipelines.tiny import load_model, prepare
+
+    setup = prepare(model_name, prompt, model=load_model(model_name, device=device, dtype=dtype))
+    r = fixed_cost(setup, preset, repeats, device)
+    cost = setup.field.token_cost()
+    n = setup.noise.shape[1]
+    print(f"device {device}, {dtype}, {torch.get_num_threads()} threads; {model_name}, {n} tokens, "
+          f"{len(setup.field.branches)} guidance branch(es) per call")
+    print("| computed tokens | measured call | fit a + b*FLOPs |")
+    print("|---|---|---|")
+    for k, t in zip(r.counts, r.seconds):
+        print(f"| {k} | {t * 1e3:.2f} ms | {(r.a + r.b * cost.forward_flops(k, n)) * 1e3:.2f} ms |")
+    print(f"fixed cost a = {r.a * 1e3:.2f} ms per call = {r.a / r.full_call:.0%} of a full call "
+          f"({r.full_call * 1e3:.2f} ms by the fit)")
+    print(f"jano/{preset} on {prompt!r}: token-FLOP ideal {r.token_ideal:.2f}x; with the fixed cost "
+          f"{r.fixed_ideal:.2f}x; measured {r.measured:.2f}x (median of {repeats}, interleaved with full); measured / "
+          f"token-FLOP ideal {r.measured / r.token_ideal:.2f}, measured / fixed-cost ideal "
+          f"{r.measured / r.fixed_ideal:.2f}")
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jano_ref.benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
+    parser.add_argument("--model", default="tiny-flux", choices=["tiny-flux", "tiny-wan"], help="fixed-cost: the model")
+    parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
+    parser.add_argument("--preset", default=None, help="fixed-cost: Jano preset (default: the model's own)")
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    if args.which == "analyzer":
+        bench_analyzer(args.repeats, device, dtype)
+    elif args.which == "fixed-cost":
+        from ...pipelines.tiny import SPECS
+
+        preset = args.preset or SPECS[args.model].jano_preset
+        bench_fixed_cost(args.repeats, device, dtype, args.model, args.prompt, preset)
+    else:
+        bench_cached_forward(args.repeats, device, dtype, args.latent)
+
+
+if __name__ == "__main__":
+    main()

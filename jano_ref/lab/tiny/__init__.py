@@ -1,0 +1,1 @@
+"""The shipped tiny models' procedural data, training and model cards."""

@@ -1,0 +1,4 @@
+"""The shared runtime of every method: samplers, the models as velocity fields, token cost, preset lookup, timing.
+
+It imports ``models/`` and nothing else of jano_ref; the methods (``jano``, ``jit``, ``baselines``) build on it.
+"""

@@ -371,11 +371,12 @@ class WanVAE(nn.Module):
             raise ValueError(f"video must be [B, 3, F, H, W], got {tuple(video.shape)}")
         frames, height, width = video.shape[2:]
         t, s = p.temporal_stride, p.spatial_stride
-        if frames % t != 1 % t:
+        if frames < 1 or (frames - 1) % t:
+            examples = ", ".join(str(t * i + 1) for i in range(4))
             raise ValueError(
-                f"video has F = {frames} frames, but F must be {t}n + 1 (e.g. {', '.join(str(t * i + 1) for i in range(4))}"
-                f", ...): the causal encoder turns frame 0 into latent frame 0 and each later group of {t} frames into "
-                f"one more (the official code silently drops leftover frames). Trim or pad the video to {t}n + 1 frames."
+                f"video has F = {frames} frames, but F must be {t}n + 1 ({examples}, ...): the causal encoder turns "
+                f"frame 0 into latent frame 0 and each later group of {t} frames into one more (the official code "
+                f"silently drops leftover frames). Trim or pad the video to {t}n + 1 frames."
             )
         if height % s or width % s:
             raise ValueError(f"video height and width ({height}, {width}) must be multiples of {s}; crop or resize it")

@@ -128,7 +128,8 @@ def test_loads_a_diffusers_vae_folder(tmp_path, one_thread_no_grad):
     config = json.loads((tmp_path / "vae" / "config.json").read_text())
     fields = {f.name for f in dataclasses.fields(ours.params)}
     assert fields <= set(config)
-    loaded = load_checkpoint(build_wan_vae("wan2.1-vae", device="meta", **{k: config[k] for k in fields}), tmp_path / "vae")
+    as_configured = build_wan_vae("wan2.1-vae", device="meta", **{k: config[k] for k in fields})
+    loaded = load_checkpoint(as_configured, tmp_path / "vae")
     assert loaded.params == ours.params
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), ours.state_dict().values()))
     x = video(5, seed=6, batch=1)

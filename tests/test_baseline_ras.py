@@ -15,7 +15,7 @@ from jano_ref.baselines.ras import (
     starved_scores, token_scores, tokens_to_drop,
 )
 from jano_ref.runtime.fields import FluxVelocity, WanVelocity
-from jano_ref.jano.plan import TokenCost
+from jano_ref.runtime.cost import TokenCost
 from jano_ref.runtime.sampling import sample_euler
 from models.flux import unpack
 

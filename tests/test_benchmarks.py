@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from jano_ref.lab.eval.benchmarks import fixed_cost, fixed_cost_ideal
-from jano_ref.jano.plan import JanoPlan, TokenCost
+from jano_ref.jano.plan import JanoPlan
+from jano_ref.runtime.cost import TokenCost
 from jano_ref.pipelines.tiny import load_model, prepare
 
 

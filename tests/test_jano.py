@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from jano_ref import generate, get_preset
 from jano_ref.jano.cache import LevelKVCache
+from jano_ref.runtime.cost import TokenCost
 from jano_ref.jano.plan import (
-    ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH, JanoPlan, TokenCost, computed_tokens, step_level,
+    ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH, JanoPlan, computed_tokens, step_level,
 )
 from jano_ref.runtime.fields import WanVelocity
 from jano_ref.runtime.sampling import EpsToVelocity, linear_beta_alphas_cumprod, sample_euler

@@ -30,7 +30,7 @@ from jano_ref.jit.sampler import (
     stage_budgets,
     transition_noise,
 )
-from jano_ref.jano.plan import TokenCost
+from jano_ref.runtime.cost import TokenCost
 from jano_ref.runtime.sampling import sample_euler
 from jano_ref.pipelines.tiny import load_model, prepare
 

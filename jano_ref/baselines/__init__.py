@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..jano.config import lookup_preset
+from ..runtime.presets import lookup_preset
 from .common import BaselineReport, CacheHooks, sample_with_hooks
 
 BASELINES = ("teacache", "fbcache", "pab", "toca", "ras")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Mapping
+
+from ..runtime.presets import lookup_preset
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,6 @@ PRESETS: dict[str, JanoConfig] = {
     "wan-2x": _WAN_OFFICIAL.replace(
         target_speedup=2.0, source="jano_ref: official wan settings with thresholds searched for ideal 2x"),
 }
-
-
-def lookup_preset(name, presets: Mapping, config_type: type, method: str):
-    """``name`` if it already is a ``config_type``, else ``presets[name]``, with an error listing the choices."""
-    if isinstance(name, config_type):
-        return name
-    if name not in presets:
-        raise KeyError(f"unknown {method} preset {name!r}; choose one of {', '.join(presets)} "
-                       f"or pass a {config_type.__name__}")
-    return presets[name]
 
 
 def get_preset(name: str | JanoConfig) -> JanoConfig:

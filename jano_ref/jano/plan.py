@@ -23,6 +23,8 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from ..runtime.cost import TokenCost
+
 FULL, REFRESH, MODERATE_STEP, ACTIVE_STEP = 0, 3, 2, 1
 
 
@@ -48,31 +50,6 @@ def computed_tokens(token_levels: Tensor, level: int) -> Tensor | None:
     if level in (FULL, REFRESH):
         return None
     return torch.nonzero(token_levels >= 4 - level).flatten()
-
-
-@dataclass(frozen=True)
-class TokenCost:
-    """FLOPs of one model forward as a function of computed queries and available keys.
-
-    cost(n_q, n_k) = linear * q + self_attn * q * k + cross_attn * q * cross_keys, where
-    q = n_q + always_computed and k = n_k + always_computed. Linear layers scale with the computed
-    tokens, attention with computed queries times all keys (cached ones included). Per-sample work
-    (time/text embeddings, modulation, Wan's text K/V projections) is the same at every level and is
-    left out, which slightly overstates the ideal speedup.
-    """
-
-    linear_per_token: float
-    self_attn_per_pair: float
-    always_computed: int = 0  # Flux text tokens (computed every step)
-    cross_attn_per_pair: float = 0.0
-    cross_keys: int = 0  # Wan text tokens seen by cross-attention
-
-    def forward_flops(self, n_computed: int, n_tokens: int) -> float:
-        if n_computed == 0:
-            return 0.0  # nothing to compute: the forward is skipped
-        q = n_computed + self.always_computed
-        k = n_tokens + self.always_computed
-        return self.linear_per_token * q + self.self_attn_per_pair * q * k + self.cross_attn_per_pair * q * self.cross_keys
 
 
 @dataclass(frozen=True)

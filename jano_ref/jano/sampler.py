@@ -24,7 +24,8 @@ from .analyzer import BlockGrid, ComplexityReport, analyze, flux_block_grid, sta
 from .cache import LevelKVCache
 from .config import JanoConfig
 from .levels import classify, search_thresholds, token_levels
-from .plan import FULL, JanoPlan, TokenCost
+from ..runtime.cost import TokenCost
+from .plan import FULL, JanoPlan
 
 
 @dataclass

@@ -68,8 +68,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..jano.config import lookup_preset
-from ..jano.plan import TokenCost
+from ..runtime.cost import TokenCost
+from ..runtime.presets import lookup_preset
 from ..lab.eval.study import regularized_incomplete_beta
 from ..runtime.timing import synchronize
 

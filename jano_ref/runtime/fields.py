@@ -22,7 +22,7 @@ from models import Flux, WanModel
 from models.flux import image_ids, pack, text_ids, unpack
 from models.layers import Hooks, KVCache
 
-from ..jano.plan import TokenCost
+from .cost import TokenCost
 from .sampling import guidance_mix
 
 

@@ -1,5 +1,5 @@
 """Tests for jano_ref.jano.analyzer: block partition with masked padding, distances and lagged change (Eqs. 10-13),
-mixing and min-max (Eq. 14), inward diffusion (Eq. 15) and its grid helpers, and the FFT high-frequency measure."""
+mixing and min-max (Eq. 14), inward diffusion (Eq. 15) and its grid helpers (``morphology``)."""
 
 import math
 
@@ -13,19 +13,16 @@ from jano_ref.jano.analyzer import (
     WAN_SETTINGS,
     BlockGrid,
     analyze,
-    connected_components,
     default_lag,
-    dilate_cross,
-    distance_to_mask,
     enclosed_regions,
     enhance_inward_diffusion,
-    fft_high_frequency_energy,
     flux_block_grid,
     lagged_change,
     minmax_normalize,
     pairwise_l2,
     stack_warmup,
 )
+from jano_ref.jano.morphology import connected_components, dilate_cross, distance_to_mask
 
 F64 = torch.float64
 NO_BOOST = dict(d_strength=0.0, d_distance=1.0)  # inward diffusion switched off (boost factor 0)
@@ -484,36 +481,3 @@ def test_dilate_cross_matches_definition(h, w, seed):
             near = [(i, j), (i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)]
             expected = any(0 <= y < h and 0 <= x < w and bool(mask[y, x]) for y, x in near)
             assert bool(out[i, j]) == expected
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# FFT high-frequency energy
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def test_fft_constant_is_low_and_checkerboard_and_noise_are_high():
-    constant = torch.full((4, 16, 16), 3.0, dtype=F64)
-    assert fft_high_frequency_energy(constant).item() < 1e-12
-    i, j = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
-    checker = (((i + j) % 2) * 2 - 1).to(F64).expand(4, 16, 16)
-    assert fft_high_frequency_energy(checker).item() > 1 - 1e-12
-    noise = rand(4, 2, 32, 32)
-    # White noise spreads energy evenly: expected fraction ~ 1 - pi (8 bins)^2 / 32^2 = 1 - pi / 16 ~ 0.80.
-    assert abs(fft_high_frequency_energy(noise).item() - (1 - math.pi / 16)) < 0.05
-    smooth = torch.sin(2 * math.pi * i / 16).to(F64).expand(4, 16, 16)  # 1 cycle: well inside the circle
-    assert fft_high_frequency_energy(smooth).item() < 1e-12
-
-
-def test_fft_per_block_map():
-    latent = torch.zeros(2, 2, 12, 20, dtype=F64)
-    i, j = torch.meshgrid(torch.arange(12), torch.arange(20), indexing="ij")
-    latent[:, 1, :, 8:16] = (((i + j) % 2) * 2 - 1).to(F64)[:, 8:16]  # checkerboard in frame 1, block column 1
-    latent += 1.0
-    out = fft_high_frequency_energy(latent, (1, 6, 8))
-    assert out.shape == (2, 2, 3)  # W = 20 -> 3 block columns, the last one partial (4 cells) and not padded
-    assert torch.all(out[0] < 1e-12)
-    assert torch.all(out[1, :, 1] > 0.4) and torch.all(out[1, :, [0, 2]] < 1e-12)
-    image = latent[:, 1]
-    torch.testing.assert_close(fft_high_frequency_energy(image, (6, 8)), out[1:2], rtol=0, atol=0)
-    whole = fft_high_frequency_energy(latent)
-    assert whole.dim() == 0 and 0 < whole < 1

@@ -1,6 +1,6 @@
 """Tests for jano_ref.lab.eval.study: ranks and Spearman's rho with its p-value (against scipy), the incomplete beta
-function,
-ground-truth convergence and complexity maps, tercile accuracy and shuffled level maps."""
+function, ground-truth convergence and complexity maps, the FFT high-frequency measure, tercile accuracy and shuffled
+level maps."""
 
 import math
 
@@ -12,11 +12,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jano_ref.jano.analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
+from jano_ref.jano.analyzer import BlockGrid, minmax_normalize
 from jano_ref.jano.levels import classify
 from jano_ref.lab.eval.study import (
     convergence_map,
     fft_complexity_map,
+    fft_high_frequency_energy,
     rankdata,
     regularized_incomplete_beta,
     shuffled_levels,
@@ -360,3 +361,36 @@ def test_shuffled_levels_is_deterministic_and_moves_blocks():
     assert torch.equal(a, b)
     assert not torch.equal(a, levels)
     assert not torch.equal(a, c)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FFT high-frequency energy
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_fft_constant_is_low_and_checkerboard_and_noise_are_high():
+    constant = torch.full((4, 16, 16), 3.0, dtype=F64)
+    assert fft_high_frequency_energy(constant).item() < 1e-12
+    i, j = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checker = (((i + j) % 2) * 2 - 1).to(F64).expand(4, 16, 16)
+    assert fft_high_frequency_energy(checker).item() > 1 - 1e-12
+    noise = torch.randn(4, 2, 32, 32, generator=torch.Generator().manual_seed(0), dtype=F64)
+    # White noise spreads energy evenly: expected fraction ~ 1 - pi (8 bins)^2 / 32^2 = 1 - pi / 16 ~ 0.80.
+    assert abs(fft_high_frequency_energy(noise).item() - (1 - math.pi / 16)) < 0.05
+    smooth = torch.sin(2 * math.pi * i / 16).to(F64).expand(4, 16, 16)  # 1 cycle: well inside the circle
+    assert fft_high_frequency_energy(smooth).item() < 1e-12
+
+
+def test_fft_per_block_map():
+    latent = torch.zeros(2, 2, 12, 20, dtype=F64)
+    i, j = torch.meshgrid(torch.arange(12), torch.arange(20), indexing="ij")
+    latent[:, 1, :, 8:16] = (((i + j) % 2) * 2 - 1).to(F64)[:, 8:16]  # checkerboard in frame 1, block column 1
+    latent += 1.0
+    out = fft_high_frequency_energy(latent, (1, 6, 8))
+    assert out.shape == (2, 2, 3)  # W = 20 -> 3 block columns, the last one partial (4 cells) and not padded
+    assert torch.all(out[0] < 1e-12)
+    assert torch.all(out[1, :, 1] > 0.4) and torch.all(out[1, :, [0, 2]] < 1e-12)
+    image = latent[:, 1]
+    torch.testing.assert_close(fft_high_frequency_energy(image, (6, 8)), out[1:2], rtol=0, atol=0)
+    whole = fft_high_frequency_energy(latent)
+    assert whole.dim() == 0 and 0 < whole < 1

@@ -24,13 +24,12 @@ Deliberate differences from the official code (each one is explained where it ha
 * Everything is computed in float32 (float64 for float64 inputs) on the input's device; the official code moved the
   enhancement to numpy on the CPU.
 
-A separate FFT measure (``fft_high_frequency_energy``) gives the baseline / ground-truth complexity of Jano Fig. 8.
+The FFT measure that Jano Fig. 8 compares against (baseline and ground truth) is in ``jano_ref.lab.eval.study``.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Sequence
@@ -38,6 +37,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .morphology import connected_components, dilate_cross, distance_to_mask
 
 __all__ = [
     "BlockGrid",
@@ -47,15 +48,10 @@ __all__ = [
     "WAN_SETTINGS",
     "analyze",
     "block_average",
-    "connected_components",
     "default_lag",
-    "dilate_cross",
-    "distance_to_mask",
     "enclosed_regions",
     "enhance_inward_diffusion",
-    "fft_high_frequency_energy",
     "flux_block_grid",
-    "high_frequency_fraction",
     "lagged_change",
     "minmax_normalize",
     "mix_scores",
@@ -307,76 +303,8 @@ def minmax_normalize(scores: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Inward diffusion (Eq. 15): grid helpers, then the official rules
+# Inward diffusion (Eq. 15): the official rules, over the grid helpers of ``morphology``
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def connected_components(mask: Tensor, connectivity: int = 8) -> Tensor:
-    """Label the True cells of a 2-D bool mask: [H, W] long, 0 = background, components 1..n in raster order.
-
-    Breadth-first flood fill in plain Python (block grids are at most ~100x100). connectivity 8 (default, as
-    skimage ``measure.label`` on a 2-D image) or 4.
-    """
-    if mask.dim() != 2 or mask.dtype != torch.bool:
-        raise ValueError(f"expected a 2-D bool mask, got {mask.dim()}-D {mask.dtype}")
-    if connectivity == 8:
-        steps = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)]
-    elif connectivity == 4:
-        steps = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-    else:
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
-    h, w = mask.shape
-    cells = mask.tolist()
-    labels = [[0] * w for _ in range(h)]
-    n = 0
-    for i in range(h):
-        for j in range(w):
-            if not cells[i][j] or labels[i][j]:
-                continue
-            n += 1
-            labels[i][j] = n
-            queue = deque([(i, j)])
-            while queue:
-                a, b = queue.popleft()
-                for da, db in steps:
-                    y, x = a + da, b + db
-                    if 0 <= y < h and 0 <= x < w and cells[y][x] and not labels[y][x]:
-                        labels[y][x] = n
-                        queue.append((y, x))
-    return torch.tensor(labels, dtype=torch.long, device=mask.device).reshape(h, w)
-
-
-def dilate_cross(mask: Tensor) -> Tensor:
-    """Binary dilation of a 2-D bool mask by the 3x3 cross (4-neighbours); outside the grid counts as False.
-
-    Same as skimage ``morphology.binary_dilation`` with its default footprint, as used by the official code.
-    """
-    out = mask.clone()
-    out[1:, :] |= mask[:-1, :]
-    out[:-1, :] |= mask[1:, :]
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out
-
-
-def distance_to_mask(mask: Tensor) -> Tensor:
-    """Exact Euclidean distance (in cells) from every cell of a 2-D grid to the nearest True cell; inf if none.
-
-    Equals scipy ``ndimage.distance_transform_edt(~mask)`` (0 on the mask). Separable and exact: first the vertical
-    distance g[i, j] to the nearest True cell in column j, then d^2[i, j] = min_j' (g[i, j']^2 + (j - j')^2).
-    Integer squares in float64, so distances such as 2.0 compare exactly against the official thresholds.
-    """
-    if mask.dim() != 2 or mask.dtype != torch.bool:
-        raise ValueError(f"expected a 2-D bool mask, got {mask.dim()}-D {mask.dtype}")
-    h, w = mask.shape
-    rows = torch.arange(h, dtype=torch.float64, device=mask.device)
-    cols = torch.arange(w, dtype=torch.float64, device=mask.device)
-    inf = torch.tensor(math.inf, dtype=torch.float64, device=mask.device)
-    vertical = (rows[:, None] - rows[None, :]).abs()  # [i, i']
-    g = torch.where(mask[None, :, :], vertical[:, :, None], inf).amin(dim=1)  # [i, j]
-    horizontal2 = (cols[:, None] - cols[None, :]) ** 2  # [j, j']
-    d2 = (g[:, None, :] ** 2 + horizontal2[None, :, :]).amin(dim=-1)  # [i, j]
-    return d2.sqrt()
 
 
 def enclosed_regions(layer: Tensor, *, std_correction: int = 0) -> tuple[Tensor, Tensor, Tensor]:
@@ -494,60 +422,3 @@ def analyze(
     combined = minmax_normalize(mix_scores(temporal, spatial, alpha))
     enhanced = enhance_inward_diffusion(combined, d_strength, d_distance, std_correction=std_correction)
     return ComplexityReport(temporal, spatial, combined, enhanced, lag, num_steps, grid)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# FFT high-frequency energy (baseline and ground-truth complexity)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def high_frequency_fraction(x: Tensor) -> Tensor:
-    """[..., h, w] -> [...]: fraction of 2-D spectral energy strictly outside a quarter-radius circle.
-
-    Spectrum: fftshift(fft2(x)) over the last two axes, energy |X|^2, DC at index (h // 2, w // 2). A bin is "high"
-    if its distance from the DC bin, in bins, is > min(h, w) / 4. The result is high / total energy (the DC term
-    included in the total), so blocks of different sizes and brightness are comparable; 0 where the total is 0.
-    The circle is in bin units, so on non-square blocks it is not a circle in cycles/cell; the paper's exact
-    definition is not available (notes §11).
-    """
-    h, w = x.shape[-2:]
-    x = x.to(_work_dtype(x.dtype))
-    energy = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs() ** 2
-    rows = torch.arange(h, device=x.device, dtype=x.dtype) - h // 2
-    cols = torch.arange(w, device=x.device, dtype=x.dtype) - w // 2
-    radius = torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
-    high = radius > min(h, w) / 4
-    total = energy.sum(dim=(-2, -1))
-    outside = torch.where(high, energy, torch.zeros_like(energy)).sum(dim=(-2, -1))
-    safe_total = torch.where(total > 0, total, torch.ones_like(total))  # all-zero input: fraction 0, not nan
-    return torch.where(total > 0, outside / safe_total, torch.zeros_like(total))
-
-
-def fft_high_frequency_energy(latent: Tensor, block_size: Sequence[int] | None = None) -> Tensor:
-    """High-frequency energy fraction of a latent [C, T, H, W] (or image [C, H, W]), averaged over channels and frames.
-
-    Without ``block_size``: a 0-d tensor for the whole latent (FFT per channel and frame over H, W). With
-    ``block_size`` (bt, bh, bw) (or (bh, bw) for images): a map [nt, nh, nw] in ``BlockGrid`` order, one FFT per
-    block over its real cells only (partial edge blocks are not padded, so no zero-padding edges leak into their
-    spectrum; their radius uses their real size). Used for the early-latent FFT baseline and the final-latent
-    ground-truth complexity (Jano Fig. 8; the official evaluation code is unpublished, see
-    ``high_frequency_fraction`` for the exact definition chosen here).
-    """
-    if latent.dim() == 3:
-        latent = latent.unsqueeze(1)
-    if latent.dim() != 4:
-        raise ValueError(f"expected a latent [C, T, H, W] or [C, H, W], got shape {tuple(latent.shape)}")
-    if block_size is None:
-        return high_frequency_fraction(latent).mean()
-    block_size = tuple(block_size)
-    if len(block_size) == 2:
-        block_size = (1, *block_size)
-    grid = BlockGrid(tuple(latent.shape[1:]), block_size)
-    (nt, nh, nw), (bt, bh, bw) = grid.counts, grid.block
-    out = torch.empty(grid.counts, dtype=_work_dtype(latent.dtype), device=latent.device)
-    for i in range(nt):
-        for j in range(nh):
-            for k in range(nw):
-                cell = latent[:, i * bt : (i + 1) * bt, j * bh : (j + 1) * bh, k * bw : (k + 1) * bw]
-                out[i, j, k] = high_frequency_fraction(cell).mean()
-    return out

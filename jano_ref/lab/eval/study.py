@@ -17,16 +17,18 @@ written here (``regularized_incomplete_beta``); the tests compare it with scipy.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-from ...jano.analyzer import BlockGrid, fft_high_frequency_energy, minmax_normalize
+from ...jano.analyzer import BlockGrid, minmax_normalize
 
 __all__ = [
     "convergence_map",
     "fft_complexity_map",
+    "fft_high_frequency_energy",
+    "high_frequency_fraction",
     "rankdata",
     "regularized_incomplete_beta",
     "shuffled_levels",
@@ -245,8 +247,8 @@ def fft_complexity_map(latent: Tensor, grid: BlockGrid) -> Tensor:
     """Ground-truth complexity per block (Jano §3, Fig. 8): FFT high-frequency energy of the final latent.
 
     ``latent`` [C, T, H, W] (or [C, H, W] for a grid with T = 1). Computes
-    ``analyzer.fft_high_frequency_energy(latent, grid.block)`` in float64 (one FFT per block over its real cells,
-    see ``analyzer.high_frequency_fraction`` for the exact measure), checks it has the grid's block counts, and
+    ``fft_high_frequency_energy(latent, grid.block)`` in float64 (one FFT per block over its real cells,
+    see ``high_frequency_fraction`` for the exact measure), checks it has the grid's block counts, and
     min-max normalises it over all blocks: float64 [nt, nh, nw]. Also the FFT baseline of Fig. 8 when given an
     early latent.
     """
@@ -313,3 +315,65 @@ def shuffled_levels(levels: Tensor, generator: torch.Generator) -> Tensor:
     flat = levels.reshape(-1)
     perm = torch.randperm(flat.numel(), generator=generator, device=generator.device)
     return flat[perm.to(levels.device)].reshape(levels.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FFT high-frequency energy (baseline and ground-truth complexity)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def high_frequency_fraction(x: Tensor) -> Tensor:
+    """[..., h, w] -> [...]: fraction of 2-D spectral energy strictly outside a quarter-radius circle.
+
+    Spectrum: fftshift(fft2(x)) over the last two axes, energy |X|^2, DC at index (h // 2, w // 2). A bin is "high"
+    if its distance from the DC bin, in bins, is > min(h, w) / 4. The result is high / total energy (the DC term
+    included in the total), so blocks of different sizes and brightness are comparable; 0 where the total is 0.
+    The circle is in bin units, so on non-square blocks it is not a circle in cycles/cell; the paper's exact
+    definition is not available (notes §11).
+    """
+    h, w = x.shape[-2:]
+    x = x.to(_fft_dtype(x.dtype))
+    energy = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1)).abs() ** 2
+    rows = torch.arange(h, device=x.device, dtype=x.dtype) - h // 2
+    cols = torch.arange(w, device=x.device, dtype=x.dtype) - w // 2
+    radius = torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
+    high = radius > min(h, w) / 4
+    total = energy.sum(dim=(-2, -1))
+    outside = torch.where(high, energy, torch.zeros_like(energy)).sum(dim=(-2, -1))
+    safe_total = torch.where(total > 0, total, torch.ones_like(total))  # all-zero input: fraction 0, not nan
+    return torch.where(total > 0, outside / safe_total, torch.zeros_like(total))
+
+
+def fft_high_frequency_energy(latent: Tensor, block_size: Sequence[int] | None = None) -> Tensor:
+    """High-frequency energy fraction of a latent [C, T, H, W] (or image [C, H, W]), averaged over channels and frames.
+
+    Without ``block_size``: a 0-d tensor for the whole latent (FFT per channel and frame over H, W). With
+    ``block_size`` (bt, bh, bw) (or (bh, bw) for images): a map [nt, nh, nw] in ``BlockGrid`` order, one FFT per
+    block over its real cells only (partial edge blocks are not padded, so no zero-padding edges leak into their
+    spectrum; their radius uses their real size). Used for the early-latent FFT baseline and the final-latent
+    ground-truth complexity (Jano Fig. 8; the official evaluation code is unpublished, see
+    ``high_frequency_fraction`` for the exact definition chosen here).
+    """
+    if latent.dim() == 3:
+        latent = latent.unsqueeze(1)
+    if latent.dim() != 4:
+        raise ValueError(f"expected a latent [C, T, H, W] or [C, H, W], got shape {tuple(latent.shape)}")
+    if block_size is None:
+        return high_frequency_fraction(latent).mean()
+    block_size = tuple(block_size)
+    if len(block_size) == 2:
+        block_size = (1, *block_size)
+    grid = BlockGrid(tuple(latent.shape[1:]), block_size)
+    (nt, nh, nw), (bt, bh, bw) = grid.counts, grid.block
+    out = torch.empty(grid.counts, dtype=_fft_dtype(latent.dtype), device=latent.device)
+    for i in range(nt):
+        for j in range(nh):
+            for k in range(nw):
+                cell = latent[:, i * bt : (i + 1) * bt, j * bh : (j + 1) * bh, k * bw : (k + 1) * bw]
+                out[i, j, k] = high_frequency_fraction(cell).mean()
+    return out
+
+
+def _fft_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 for float64 (as the analyzer works)."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32

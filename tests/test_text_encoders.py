@@ -196,6 +196,7 @@ def test_clip_pooling_conventions_pick_different_tokens():
     legacy, by_id = build("clip-test", eos_token_id=2), build("clip-test", eos_token_id=96)
     assert legacy.eos_positions(ids).tolist() == [7, 15]
     assert by_id.eos_positions(ids).tolist() == [3, 0]  # no 96 in row 1: argmax of all-zero -> 0, as transformers
+    assert legacy.eos_positions(torch.tensor([[3, 5, 60, 7]])).tolist() == [2]  # legacy: the highest id, eos or not
 
 
 def test_clip_is_causal():

@@ -91,15 +91,19 @@ def load_checkpoint(
     checkpoint's tensors on ``device`` (default cpu), cast to ``dtype`` or, by default, to the dtype each
     parameter has in ``model`` (so ``build_model(name, device="meta", dtype=torch.bfloat16)`` loads bf16).
     ``strict=False`` tolerates missing and unexpected keys (never shape mismatches); unexpected ones are not read.
+    A model may declare ``tied_keys`` and ``obsolete_keys`` for the layouts its files come in (``_fit_names``).
     """
-    plan = _plan(source, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    plan = _fit_names(model, _plan(source, filename, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only))
+    ties = getattr(model, "tied_keys", {})
     model_state = model.state_dict()
-    expected = {k: tuple(v.shape) for k, v in model_state.items()}
+    expected = {k: tuple(v.shape) for k, v in model_state.items() if k not in ties}
     problem = diagnose(expected, {k: e.shape for k, e in plan.items()}, strict=strict, model_kind=type(model).__name__)
     if problem:
         raise CheckpointError(f"{source}: {problem}")
     model_dtypes = {k: v.dtype for k, v in model_state.items()}
     tensors = _load({k: e for k, e in plan.items() if k in expected}, device or "cpu", dtype or model_dtypes)
+    tensors.update({alias: tensors[name] for alias, name in ties.items() if name in tensors})
     model.load_state_dict(tensors, strict=strict, assign=True)
     # Anything not in the checkpoint (missing keys under strict=False, non-persistent buffers) stays on meta.
     on_meta = [n for n, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
@@ -150,6 +154,23 @@ def diagnose(expected: dict, found: dict, *, strict: bool = True, model_kind: st
         lines.append("Fix: load the checkpoint made for this model (models.model_names() lists the presets); "
                      "strict=False tolerates missing/unexpected keys but never shape mismatches.")
     return "checkpoint does not fit the model:\n  " + "\n  ".join(lines)
+
+
+def _fit_names(model: nn.Module, plan: dict[str, _Entry]) -> dict[str, _Entry]:
+    """Apply the two key rules a model class may declare, so that each layout its files come in loads strictly.
+
+    ``tied_keys = {alias: name}``: one tensor the model reaches under two names (T5's ``encoder.embed_tokens``
+    module is its ``shared`` module). Files store either name or both; the plan keeps one entry, under ``name``,
+    and load_checkpoint gives the alias that same tensor. ``obsolete_keys``: keys older files carry that hold
+    nothing the model keeps (CLIP's ``text_model.embeddings.position_ids``, an arange buffer); they are dropped.
+    """
+    obsolete = set(getattr(model, "obsolete_keys", ()))
+    plan = {k: e for k, e in plan.items() if k not in obsolete}
+    for alias, name in getattr(model, "tied_keys", {}).items():
+        entry = plan.pop(alias, None)
+        if entry is not None and name not in plan:
+            plan[name] = entry
+    return plan
 
 
 # ---- finding the files ----------------------------------------------------------------------------

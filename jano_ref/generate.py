@@ -12,7 +12,7 @@ from torch import Tensor
 from .baselines import BASELINES, BaselineReport, sample_baseline
 from .jano.config import JanoConfig, get_preset
 from .jano.sampler import JanoReport, sample_jano
-from .jit.sampler import JiTReport, get_jit_preset, sample_jit
+from .jit import JiTReport, get_jit_preset, sample_jit
 from .runtime.sampling import sample_euler
 
 METHODS = ("full", "jano", "jit", *BASELINES)

@@ -10,26 +10,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jano_ref.jit.sampler import (
-    PRESETS,
-    JiTConfig,
-    beta_sigmas,
-    get_jit_preset,
-    grid_coordinates,
-    grow_anchors,
-    hitting_flow,
-    initial_anchors,
-    lattice_and_border,
-    local_variance,
-    make_lifter,
-    micro_flow,
-    micro_flow_target,
-    nearest_anchor,
-    sample_jit,
-    stage_bounds,
-    stage_budgets,
-    transition_noise,
-)
+from jano_ref.jit.anchors import grow_anchors, initial_anchors, lattice_and_border, local_variance
+from jano_ref.jit.config import PRESETS, JiTConfig, get_jit_preset
+from jano_ref.jit.lift import grid_coordinates, make_lifter, nearest_anchor
+from jano_ref.jit.microflow import hitting_flow, micro_flow, micro_flow_target, transition_noise
+from jano_ref.jit.sampler import sample_jit
+from jano_ref.jit.schedule import beta_sigmas, stage_bounds, stage_budgets
 from jano_ref.runtime.cost import TokenCost
 from jano_ref.runtime.sampling import sample_euler
 from jano_ref.pipelines.tiny import load_model, prepare

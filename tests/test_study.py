@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from jano_ref.jano.analyzer import BlockGrid, minmax_normalize
 from jano_ref.jano.levels import classify
+from jano_ref.runtime.special import regularized_incomplete_beta
 from jano_ref.lab.eval.study import (
     convergence_map,
     fft_complexity_map,
     fft_high_frequency_energy,
     rankdata,
-    regularized_incomplete_beta,
     shuffled_levels,
     spearman,
     student_t_two_sided_p,

@@ -30,7 +30,7 @@ import torch
 import models
 
 from ..jano.config import PRESETS as JANO_PRESETS
-from ..jit.sampler import PRESETS as JIT_PRESETS
+from ..jit import PRESETS as JIT_PRESETS
 from .tiny.data import caption_agreement
 from ..generate import METHODS, cost_against_full, generate
 from .imageio import pixels_to_uint8, write_gif, write_png

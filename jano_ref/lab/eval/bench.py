@@ -8,7 +8,7 @@ Methods (a run is a method and a preset):
 * ``jano``           Jano with a named preset (``jano_ref.jano.config.PRESETS``).
 * ``random-levels``  Jano's schedule, but the block levels of each generation are shuffled at random: the same
                      fractions of static / moderate / active blocks in the wrong places (Jano §6.5 ablation).
-* ``jit``            JiT with a named preset (``jano_ref.jit.sampler.PRESETS``: its own step count and Beta-warped
+* ``jit``            JiT with a named preset (``jano_ref.jit.PRESETS``: its own step count and Beta-warped
                      timesteps); speedup and quality are against the same 50-step full run (JiT §5.1).
 * ``teacache``, ``fbcache``, ``pab``, ``toca``, ``ras``
                      the caching baselines (``jano_ref.baselines``) with a named preset or a sweep label
@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 
 from ... import baselines
 from ...jano.config import PRESETS as JANO_PRESETS
-from ...jit.sampler import PRESETS as JIT_PRESETS
+from ...jit import PRESETS as JIT_PRESETS
 from ..tiny.data import caption_agreement
 from ...generate import Generation, cost_against_full, generate
 from ..imageio import write_png, write_text

@@ -9,9 +9,10 @@ import torch
 from jano_ref.baselines import default_preset, get_baseline_preset, sweep
 from jano_ref.baselines.common import relative_l1, sample_with_hooks
 from jano_ref.baselines.teacache import (
-    KNOB, PRESETS, SWEEP, TeaCacheConfig, TeaCacheHooks, calibrate, collect_pairs, decide, fit_coefficients, rescale,
+    KNOB, PRESETS, SWEEP, TeaCacheConfig, TeaCacheHooks, collect_pairs, decide, fit_coefficients, rescale,
     sample_teacache,
 )
+from jano_ref.lab.tiny.calibrate import calibrate
 from jano_ref.runtime.sampling import sample_euler
 from jano_ref.pipelines.tiny import weights_dir
 

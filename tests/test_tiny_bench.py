@@ -9,7 +9,8 @@ from jano_ref.lab.eval.analysis import analyze_prompt, run_study
 from jano_ref.lab.eval.bench import Bench, BenchConfig, cell_name
 from jano_ref.lab.cli import main
 from jano_ref.generate import generate
-from jano_ref.pipelines.tiny import caption_truth, evaluation_scenes, load_model, prepare
+from jano_ref.lab.tiny.data import caption_truth, evaluation_scenes
+from jano_ref.pipelines.tiny import load_model, prepare
 
 RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
             "token_fraction", "peak_mem_mb"}

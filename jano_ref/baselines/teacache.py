@@ -52,7 +52,7 @@ class TeaCacheConfig:
             raise ValueError(f"rel_l1_thresh must be a finite number >= 0 (0 never skips), got {self.rel_l1_thresh}")
         if len(self.coefficients) == 0 or not all(math.isfinite(c) for c in self.coefficients):
             raise ValueError(f"coefficients must be a non-empty tuple of finite floats, highest power first (e.g. "
-                             f"from teacache.calibrate), got {self.coefficients!r}")
+                             f"from `jano calibrate`, jano_ref.lab.tiny.calibrate), got {self.coefficients!r}")
 
 
 # Tiny-model polynomials, fitted on the shipped weights by the calls named in the presets' sources.
@@ -65,12 +65,12 @@ _WAN_1_3B = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.378
 PRESETS: dict[str, TeaCacheConfig] = {
     "teacache-tiny-flux": TeaCacheConfig(
         0.03, _TINY_FLUX,
-        'coefficients = teacache.calibrate("tiny-flux") (8 prompts, 50 steps, seed 0; weights/tiny-flux.safetensors '
+        'coefficients = `jano calibrate tiny-flux` (8 prompts, 50 steps, seed 0; weights/tiny-flux.safetensors '
         "sha256 de1b4552de77d227...); threshold 0.03 = about 2x (24 of 50 steps computed on evaluation prompts 0 and "
         "1), the operating point of the official FLUX default (0.6, 2.0x)"),
     "teacache-tiny-wan": TeaCacheConfig(
         0.035, _TINY_WAN,
-        "coefficients = `jano calibrate tiny-wan` (teacache.calibrate: 8 prompts, 50 steps, seed 0) on "
+        "coefficients = `jano calibrate tiny-wan` (lab.tiny.calibrate: 8 prompts, 50 steps, seed 0) on "
         "weights/tiny-wan.safetensors sha256 8c62193b0107bf45...; threshold 0.035 = about 2x (25 of 50 steps computed "
         "on evaluation prompts 0 and 1), the operating point of the official Wan 1.3B command (0.08, about 2x)"),
     "teacache-flux-dev": TeaCacheConfig(
@@ -255,30 +255,3 @@ def fit_coefficients(input_changes, output_changes, degree: int = 4) -> tuple[fl
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("input / output changes contain nan or inf; check the model's outputs are finite")
     return tuple(float(c) for c in np.polyfit(x, y, degree))
-
-
-# The bench draws its prompts from evaluation_scenes(seed=0); calibrating on another stream keeps them disjoint.
-CALIBRATION_SCENE_SEED = 1
-
-
-def calibrate(model: str, prompts: int = 8, steps: int = 50, seed: int = 0, weights=None, *, device=None,
-              degree: int = 4) -> tuple[float, ...]:
-    """Fit TeaCache's rescale polynomial for a shipped tiny model (``jano_ref.pipelines.tiny``): ``collect_pairs`` on
-    ``prompts`` captions of ``evaluation_scenes(prompts, seed=CALIBRATION_SCENE_SEED + seed)`` (noise seed
-    ``seed + i`` for prompt i, ``steps`` Euler steps, the model's own guidance), pooled, then ``fit_coefficients``.
-    ``weights``: a .safetensors file instead of ``weights/MODEL.safetensors``."""
-    from ..pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare  # lazy: tiny imports the fields
-
-    if model not in SPECS:
-        raise KeyError(f"unknown tiny model {model!r}; choose one of {', '.join(SPECS)}")
-    spec = SPECS[model]
-    net = load_model(model, device=device, weights=weights)
-    scenes = evaluation_scenes(prompts, video=spec.is_video, frames=spec.frames or 1,
-                               seed=CALIBRATION_SCENE_SEED + seed)
-    xs, ys = [], []
-    for i, scene in enumerate(scenes):
-        setup = prepare(model, scene.caption, steps=steps, seed=seed + i, model=net)
-        x, y = collect_pairs(setup.field, setup.noise, setup.sigmas)
-        xs.append(x)
-        ys.append(y)
-    return fit_coefficients(np.concatenate(xs), np.concatenate(ys), degree)

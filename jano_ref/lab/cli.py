@@ -31,12 +31,12 @@ import models
 
 from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
-from .tiny.data import caption_agreement
+from .tiny.data import caption_agreement, caption_truth
 from ..generate import METHODS, cost_against_full, generate
 from .imageio import pixels_to_uint8, write_gif, write_png
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
-from ..pipelines.tiny import SPECS, Setup, caption_truth, load_model, prepare
+from ..pipelines.tiny import SPECS, Setup, load_model, prepare
 from .tiny.train import PRECISIONS, T_SAMPLINGS, TrainConfig, train
 
 VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
@@ -240,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ..baselines.teacache import calibrate
+    from .tiny.calibrate import calibrate
 
     coefficients = calibrate(args.model, prompts=args.prompts, steps=args.steps, seed=args.seed, weights=args.weights)
     print(f"TeaCache rescale polynomial for {args.model} (numpy.poly1d order, highest power first; {args.prompts} "

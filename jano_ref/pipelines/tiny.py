@@ -22,11 +22,10 @@ from torch import Tensor
 
 import models
 from models.autoencoder import SpaceToDepth
+from models.tiny_text import TinyTextEncoder
 
-from ..lab.tiny.data import COLOURS, SHAPES, Scene, random_scene
 from ..runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
 from ..runtime.sampling import flux_schedule, wan_schedule
-from models.tiny_text import TinyTextEncoder
 
 WEIGHTS_ENV = "JANO_WEIGHTS"  # folder holding tiny-flux.safetensors / tiny-wan.safetensors
 
@@ -142,21 +141,3 @@ def prepare(
         sigmas = wan_schedule(steps, spec.shift, device=device)
     dtype = next(model.parameters()).dtype
     return Setup(spec, prompt, field, field.to_tokens(noise.to(device=device, dtype=dtype)), sigmas)
-
-
-def evaluation_scenes(n: int, *, video: bool, frames: int = 4, seed: int = 0) -> list[Scene]:
-    """``n`` scenes for evaluation prompts, drawn from a seed range training never uses (training draws from
-    seeds ``train_seed * 1_000_003 + step``; these come from ``2**40 + seed``)."""
-    g = torch.Generator().manual_seed(2**40 + seed)
-    return [random_scene(g, video, frames=frames) for _ in range(n)]
-
-
-def caption_truth(prompt: str) -> Scene | None:
-    """The (colour, shape) a prompt asks for, as a Scene ``caption_agreement`` can score; None if it names
-    no palette colour or no known shape (the picture can then not be scored)."""
-    words = prompt.lower().replace(",", " ").split()
-    colour = next((w for w in words if w in COLOURS), None)
-    shape = next((w for w in words if w in SHAPES), None)
-    if colour is None or shape is None:
-        return None
-    return Scene(colour=colour, shape=shape)

@@ -31,7 +31,8 @@ from ..plot import xy_chart
 from ...jano.sampler import block_grid_for
 from ..progress import Progress
 from .study import convergence_map, fft_complexity_map, spearman, tercile_accuracy
-from ...pipelines.tiny import SPECS, Setup, evaluation_scenes, load_model, prepare
+from ...pipelines.tiny import SPECS, Setup, load_model, prepare
+from ..tiny.data import evaluation_scenes
 
 STUDY_BLOCK = (None, 4, 4)  # (frames -> all of them, rows, cols) in latent cells
 

@@ -55,7 +55,8 @@ from ..plot import xy_chart
 from ..progress import Progress
 from .study import shuffled_levels
 from ...runtime.timing import synchronize, timed_runs
-from ...pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare
+from ...pipelines.tiny import SPECS, load_model, prepare
+from ..tiny.data import evaluation_scenes
 
 BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
 

@@ -19,13 +19,13 @@ import torch
 
 import models
 
-from .data import caption_agreement, render_video
+from .data import caption_agreement, evaluation_scenes, render_video
 from ...generate import generate
 from ..imageio import pixels_to_uint8, write_png
 from ..plot import image_grid, xy_chart
 from ..progress import Progress
 from .train import TrainConfig
-from ...pipelines.tiny import SPECS, evaluation_scenes, load_model, prepare
+from ...pipelines.tiny import SPECS, load_model, prepare
 
 
 def smoothed(values: list[float], window: int) -> list[float]:
@@ -139,7 +139,7 @@ Command: `{train_command(name, cfg, log["step"])}`
 
 ## Samples and caption agreement
 
-{agreement["prompts"]} evaluation prompts (`jano_ref.pipelines.tiny.evaluation_scenes`, seeds training never draws), one
+{agreement["prompts"]} evaluation prompts (`jano_ref.lab.tiny.data.evaluation_scenes`, seeds training never draws), one
 sample each (noise seed = prompt index), {agreement["steps"]} full-compute Euler steps, guidance
 {agreement["guide_scale"]}. `jano_ref.lab.tiny.data.caption_agreement` reads the {"middle frame's " if spec.is_video else ""}colour and shape:
 

@@ -480,3 +480,21 @@ def caption_agreement(image: Tensor, scene: Scene, threshold: float = 0.1) -> di
         image = image[:, (image.shape[1] - 1) // 2]
     colour, shape = detect(image, threshold)
     return {"colour": colour == scene.colour, "shape": shape == scene.shape}
+
+
+def evaluation_scenes(n: int, *, video: bool, frames: int = 4, seed: int = 0) -> list[Scene]:
+    """``n`` scenes for evaluation prompts, drawn from a seed range training never uses (training draws from
+    seeds ``train_seed * 1_000_003 + step``; these come from ``2**40 + seed``)."""
+    g = torch.Generator().manual_seed(2**40 + seed)
+    return [random_scene(g, video, frames=frames) for _ in range(n)]
+
+
+def caption_truth(prompt: str) -> Scene | None:
+    """The (colour, shape) a prompt asks for, as a Scene ``caption_agreement`` can score; None if it names
+    no palette colour or no known shape (the picture can then not be scored)."""
+    words = prompt.lower().replace(",", " ").split()
+    colour = next((w for w in words if w in COLOURS), None)
+    shape = next((w for w in words if w in SHAPES), None)
+    if colour is None or shape is None:
+        return None
+    return Scene(colour=colour, shape=shape)

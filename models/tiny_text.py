@@ -28,6 +28,16 @@ def hashed_text_features(prompt: str, num_tokens: int, dim: int, *, salt: str = 
 
 # ---- a tiny, training-free caption encoder for the procedural data of ``jano_ref.lab.tiny.data`` ------------
 
+# The caption words of the procedural data (``jano_ref.lab.tiny.data.CAPTION_WORDS``, which a test keeps equal), in
+# the order the shipped tiny models were trained with: a word's position is its embedding row.
+TINY_VOCABULARY: tuple[str, ...] = (
+    "a", "on", "background", "moving", "standing", "still",
+    "red", "green", "blue", "yellow", "magenta", "cyan", "white",
+    "striped", "checkered", "noisy", "scribbled",
+    "circle", "square", "triangle", "ring", "cross",
+    "flat", "gradient", "left", "right", "up", "down",
+)
+
 
 def _seeded_generator(*parts: object) -> torch.Generator:
     """A CPU generator seeded from SHA-256 of ``parts``: the same in every process (no salted hash())."""
@@ -57,11 +67,7 @@ class TinyTextEncoder:
 
     PAD, UNK = 0, 1
 
-    def __init__(self, seed: int = 0, words: tuple[str, ...] | None = None) -> None:
-        if words is None:
-            from jano_ref.lab.tiny.data import CAPTION_WORDS  # here: text needs data's words, not vice versa
-
-            words = CAPTION_WORDS
+    def __init__(self, seed: int = 0, words: tuple[str, ...] = TINY_VOCABULARY) -> None:
         self.seed = seed
         self.vocabulary: tuple[str, ...] = ("<pad>", "<unk>") + tuple(w for w in words if w not in ("<pad>", "<unk>"))
         self._ids = {w: i for i, w in enumerate(self.vocabulary)}

@@ -31,7 +31,7 @@ from jano_ref.lab.tiny.data import (
     render_image,
     render_video,
 )
-from models.tiny_text import TinyTextEncoder
+from models.tiny_text import TINY_VOCABULARY, TinyTextEncoder
 from models.autoencoder import SpaceToDepth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +110,12 @@ def test_caption_states_the_scene():
         assert (adjective in words) == (s.texture != "plain")
         assert s.caption.endswith("standing still" if s.motion == "still" else f"moving {s.motion}")
         assert set(words) <= set(CAPTION_WORDS)
+
+
+def test_the_text_encoder_vocabulary_is_the_caption_words():
+    """models.tiny_text keeps its own copy (models/ never imports the lab); order matters: it picks embedding rows."""
+    assert TINY_VOCABULARY == CAPTION_WORDS
+    assert TinyTextEncoder().vocabulary == ("<pad>", "<unk>") + CAPTION_WORDS
 
 
 def test_vocabulary_is_covered():

@@ -203,7 +203,7 @@ def test_cli_generate_jit(tmp_path, capsys):
 
 def test_bench_sweeps_the_baselines_and_reports_a_matched_table(tmp_path, flux):
     from jano_ref import baselines
-    from jano_ref.lab.eval.bench import frontier, matched_table
+    from jano_ref.lab.eval.tables import frontier, matched_table
 
     cfg = BenchConfig(model="tiny-flux", methods=("full", "fbcache", "ras"), presets=("fbcache-0.08",), prompts=1,
                       steps=8, warmup=1, repeats=3, sweep=True)

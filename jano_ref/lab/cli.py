@@ -209,7 +209,8 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .eval.bench import Bench, BenchConfig, results_markdown
+    from .eval.bench import Bench, BenchConfig
+    from .eval.tables import results_markdown
 
     cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,

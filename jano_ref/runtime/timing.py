@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Hashable, Mapping, TypeVar
 
 import torch
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 class PeakMemory:
@@ -72,3 +73,23 @@ def timed_runs(run: Callable[[], T], warmup: int, repeats: int, device: torch.de
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return result, seconds, memory.peak_mb
+
+
+def interleaved_rounds(runs: Mapping[K, Callable[[], T]], rounds: int, device: torch.device,
+                       on_run: Callable[[int], None] | None = None) -> dict[K, tuple[T, list[float]]]:
+    """Time each of ``runs`` once per round, ``rounds`` times, in the same order every round, so that a slow stretch of
+    the machine lands on all of them alike. Returns {key: (last result, seconds per round)}; ``on_run(k)`` is called
+    after each timed call of round k. Warm the runs up first (``timed_runs`` with repeats 0)."""
+    out: dict[K, tuple[T, list[float]]] = {}
+    seconds: dict[K, list[float]] = {key: [] for key in runs}
+    for k in range(rounds):
+        for key, run in runs.items():
+            synchronize(device)
+            start = time.perf_counter()
+            result = run()
+            synchronize(device)
+            seconds[key].append(time.perf_counter() - start)
+            out[key] = (result, seconds[key])
+            if on_run is not None:
+                on_run(k)
+    return out

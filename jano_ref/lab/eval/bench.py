@@ -34,13 +34,10 @@ skips the cells that exist (re-timing full alongside the missing ones), so an in
 from __future__ import annotations
 
 import json
-import math
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -51,10 +48,10 @@ from ..tiny.data import caption_agreement
 from ...generate import Generation, cost_against_full, generate
 from ..imageio import write_png, write_text
 from .metrics import LPIPS, frame_metrics
-from ..plot import xy_chart
 from ..progress import Progress
 from .study import shuffled_levels
-from ...runtime.timing import synchronize, timed_runs
+from .tables import matched_table, pareto_chart, results_markdown
+from ...runtime.timing import interleaved_rounds, timed_runs
 from ...pipelines.tiny import SPECS, load_model, prepare
 from ..tiny.data import evaluation_scenes
 
@@ -270,14 +267,11 @@ class Bench:
         for r, (_, _, once) in jobs.items():
             results[r], _, peaks[r] = timed_runs(once, self.cfg.warmup, 0, self.device)
             bar.update(self.cfg.warmup, note=f"prompt {i} warm-up")
-        for k in range(self.cfg.repeats):
-            for r, (_, _, once) in jobs.items():
-                synchronize(self.device)
-                start = time.perf_counter()
-                results[r] = once()
-                synchronize(self.device)
-                seconds[r].append(time.perf_counter() - start)
-                bar.update(note=f"prompt {i} round {k + 1}/{self.cfg.repeats}")
+        rounds = interleaved_rounds({r: job[2] for r, job in jobs.items()}, self.cfg.repeats, self.device,
+                                    on_run=lambda k: bar.update(note=f"prompt {i} round {k + 1}/{self.cfg.repeats}"))
+        for r, (last, times) in rounds.items():
+            results[r] = last
+            seconds[r] = times
         cells = []
         full_seconds = seconds[("full", "-")]
         for method, preset in timed:
@@ -354,86 +348,3 @@ def aggregate(cfg: BenchConfig, prompts: list[str], load_cell, *, device: str) -
     return dict(model=cfg.model, device=device, dtype=cfg.dtype, steps=cfg.steps, prompts=prompts,
                 seeds=list(cfg.seeds), warmup=cfg.warmup, repeats=cfg.repeats, threads=torch.get_num_threads(),
                 torch=torch.__version__, runs=runs)
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-def run_label(run: dict) -> str:
-    if run["method"] == "steps":
-        return f"steps ({run['params']['steps']})"
-    return run["method"] if run["preset"] == "-" else f"{run['method']} / {run['preset']}"
-
-
-def results_markdown(results: dict) -> str:
-    """The table of results.md (also used for the README)."""
-    lines = [
-        f"{results['model']} on {results['device']} ({results['dtype']}, {results['threads']} threads), "
-        f"{results['steps']} steps, {len(results['prompts'])} prompts x {len(results['seeds'])} seed(s); latency = "
-        f"median of {results['repeats']} timed runs after {results['warmup']} warm-up, median over prompts.",
-        "",
-        "| run | latency (s) | speedup | ideal | PSNR (dB) | SSIM | LPIPS | tokens computed | caption colour / shape |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["runs"]:
-        lines.append(
-            f"| {run_label(r)} | {_fmt(r['latency_s'], '.3f')} | {_fmt(r['speedup'], '.2f')}x | "
-            f"{_fmt(r['ideal_speedup'], '.2f')}x | {_fmt(r['psnr'], '.2f')} | {_fmt(r['ssim'], '.3f')} | "
-            f"{_fmt(r['lpips'], '.3f')} | {_fmt(r['token_fraction'], '.0%')} | "
-            f"{r['caption_colour']:.0%} / {r['caption_shape']:.0%} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def frontier(points: list[tuple[float, float]], *, higher_is_better: bool = True) -> list[tuple[float, float]]:
-    """The (speedup, quality) points no other point beats on both axes, by increasing speedup."""
-    sign = 1 if higher_is_better else -1
-    best = []
-    for x, y in sorted(points, key=lambda p: (-p[0], -sign * p[1])):  # fastest first
-        if not best or sign * y > sign * best[-1][1]:
-            best.append((x, y))
-    return best[::-1]
-
-
-def pareto_chart(results: dict) -> np.ndarray:
-    """PSNR (top) and LPIPS (bottom) against measured speedup: each method's frontier (full is the reference)."""
-    panels = []
-    for key, label, higher in (("psnr", "PSNR vs full (dB)", True), ("lpips", "LPIPS vs full", False)):
-        points: dict[str, list[tuple[float, float]]] = {}
-        for r in results["runs"]:
-            if r[key] is not None and r["speedup"] is not None:
-                points.setdefault(r["method"], []).append((r["speedup"], r[key]))
-        series = {m: tuple(map(list, zip(*frontier(p, higher_is_better=higher)))) for m, p in points.items()}
-        if not series:
-            series = {"(no accelerated runs yet)": ([1.0], [float("nan")])}
-        panels.append(xy_chart(series, title=f"{results['model']}: {key.upper()} vs measured speedup, frontier per "
-                               f"method ({results['steps']} steps)", xlabel="measured speedup (x)", ylabel=label))
-    return np.concatenate(panels, axis=0)
-
-
-def best_near(results: dict, method: str, target: float, tolerance: float = 0.15) -> dict | None:
-    """The method's run with the best PSNR among those whose *measured* speedup is within ``tolerance`` (relative)
-    of ``target``; None if no run of it got there."""
-    near = [r for r in results["runs"] if r["method"] == method and r["speedup"] is not None
-            and r["psnr"] is not None and abs(r["speedup"] / target - 1) <= tolerance]
-    return max(near, key=lambda r: r["psnr"], default=None)
-
-
-def matched_table(results: dict, targets: tuple[float, ...] = (1.5, 2.0, 3.0), tolerance: float = 0.15) -> str:
-    """Markdown: per method and target speedup, ``best_near``; "-" where no run of that method got there."""
-    methods = [m for m in dict.fromkeys(r["method"] for r in results["runs"]) if m != "full"]
-    lines = ["| method | " + " | ".join(f"~{t:g}x: run, speedup, PSNR / SSIM / LPIPS" for t in targets) + " |",
-             "|---|" + "---|" * len(targets)]
-    for m in methods:
-        cells = []
-        for t in targets:
-            r = best_near(results, m, t, tolerance)
-            if r is None:
-                cells.append("-")
-                continue
-            name = run_label(r).split(" / ", 1)[-1]  # the preset, or "steps (N)"
-            cells.append(f"{name}, {r['speedup']:.2f}x, {r['psnr']:.2f} / {_fmt(r['ssim'], '.3f')} / "
-                         f"{_fmt(r['lpips'], '.3f')}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .analysis import run_study, study_markdown, write_study
 from ...baselines import BASELINES
-from .bench import Bench, BenchConfig, best_near, matched_table, results_markdown
+from .bench import Bench, BenchConfig
+from .tables import best_near, matched_table, results_markdown
 
 BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
 END = "<!-- results:end -->"

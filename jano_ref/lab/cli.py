@@ -89,58 +89,25 @@ def _method_config(method: str, preset: str | None, model: str):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ..runtime.timing import timed_runs
-    from .eval.metrics import frame_metrics
-
     model = _load(args)
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
     preset, config = _method_config(args.method, args.preset, args.model)
     methods = ["full"] if args.method == "full" else ["full", args.method]
-    # JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps
-    sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
-    steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
+    runs, median = _time_methods(args, setup, methods, preset, config)
     out = Path(args.out)
-    device = torch.device(args.device)
-    runs, seconds = {}, {}
-    runs_per_method = args.warmup + args.repeats
-    with Progress(runs_per_method * sum(steps.values()), f"{args.model} sampling") as bar:
-        for method in methods:
-            def once(method=method):
-                return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
-                                callback=lambda info: bar.update(note=method))
-            runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
-
-    files, summary = [], dict(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed,
-                              method=args.method, preset=preset if args.method != "full" else None,
-                              tokens=int(setup.noise.shape[1]), random_weights=args.random_weights)
     pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
-    for m in methods:
-        files += _write_picture(out, m, pixels[m])
+    files = [f for m in methods for f in _write_picture(out, m, pixels[m])]
+    summary = dict(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed, method=args.method,
+                   preset=preset if args.method != "full" else None, tokens=int(setup.noise.shape[1]),
+                   random_weights=args.random_weights)
     truth = caption_truth(args.prompt)
     if truth is not None:
         summary["caption_agreement"] = {m: caption_agreement(p, truth) for m, p in pixels.items()}
-    median = {m: float(np.median(s)) for m, s in seconds.items()}
     summary["denoise_seconds_median"] = median
     print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
           f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
     if args.method != "full":
-        report = runs[args.method].report
-        quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
-        if args.method == "jano":
-            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
-            print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
-        elif args.method == "jit":
-            print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
-        else:
-            counts = Counter(report.decisions)
-            print(f"{args.method} ({preset}): " + ", ".join(f"{n} steps {d}" for d, n in counts.items())
-                  + " (cond branch)")
-        ideal, fraction = cost_against_full(report, args.steps, setup.noise.shape[1])
-        summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
-                       token_fraction=fraction, **quality)
-        print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
-              f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
-              f"LPIPS {quality['lpips']:.4f}")
+        files += _compare_with_full(args, setup, preset, runs[args.method].report, pixels, median, summary, out)
     if "caption_agreement" in summary:
         print("caption agreement (colour, shape): " + ", ".join(
             f"{m} {a['colour']}/{a['shape']}" for m, a in summary["caption_agreement"].items()))
@@ -151,6 +118,48 @@ def _generate(args: argparse.Namespace) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config):
+    """Each method's last generation and its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
+    timed). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps."""
+    from ..runtime.timing import timed_runs
+
+    sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
+    steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
+    device = torch.device(args.device)
+    runs, seconds = {}, {}
+    with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling") as bar:
+        for method in methods:
+            def once(method=method):
+                return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
+                                callback=lambda info: bar.update(note=method))
+            runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
+    return runs, {m: float(np.median(s)) for m, s in seconds.items()}
+
+
+def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summary: dict, out: Path) -> list[Path]:
+    """Print what the method did and how it compares with full compute; add it to ``summary``; the files written."""
+    from .eval.metrics import frame_metrics
+
+    files = []
+    quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
+    if args.method == "jano":
+        files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
+        print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
+    elif args.method == "jit":
+        print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
+    else:
+        counts = Counter(report.decisions)
+        print(f"{args.method} ({preset}): " + ", ".join(f"{n} steps {d}" for d, n in counts.items())
+              + " (cond branch)")
+    ideal, fraction = cost_against_full(report, args.steps, setup.noise.shape[1])
+    summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
+                   token_fraction=fraction, **quality)
+    print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
+          f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
+          f"LPIPS {quality['lpips']:.4f}")
+    return files
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -265,25 +274,22 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jano", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    tiny = sorted(SPECS)
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny-flux", choices=sorted(SPECS))
+    p.add_argument("--preset", default=None,
+                   help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
+                   "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
+                   "first preset, or the one fitted to the model); a wrong name lists the choices")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--random-weights", action="store_true",
+                   help="seeded random weights instead of the trained ones (pipeline checks only)")
+    _device_args(p)
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default="tiny-flux", choices=tiny)
-        p.add_argument("--preset", default=None,
-                       help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
-                       "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
-                       "first preset, or the one fitted to the model); a wrong name lists the choices")
-        p.add_argument("--steps", type=int, default=50)
-        p.add_argument("--random-weights", action="store_true",
-                       help="seeded random weights instead of the trained ones (pipeline checks only)")
-        _device_args(p)
 
+def _add_generate(sub) -> None:
     gen = sub.add_parser("generate", help="sample with Jano and with full compute; compare them")
     gen.add_argument("prompt")
-    model_args(gen)
+    _model_args(gen)
     gen.add_argument("--method", default="jano", choices=METHODS)
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
@@ -292,21 +298,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="out")
     gen.set_defaults(func=_generate)
 
+
+def _add_analyses(sub) -> None:
     ana = sub.add_parser("analyze", help="complexity map, level map, token counts and ground-truth convergence")
     ana.add_argument("prompt")
-    model_args(ana)
+    _model_args(ana)
     ana.add_argument("--seed", type=int, default=0)
     ana.add_argument("--out", default="out/analyze")
     ana.set_defaults(func=_analyze)
 
     st = sub.add_parser("study", help="Jano §3 Spearman rho and Fig. 8 recognition accuracy over many prompts")
-    model_args(st)
+    _model_args(st)
     st.add_argument("--prompts", type=int, default=16)
     st.add_argument("--out", default="out/study")
     st.set_defaults(func=_study)
 
+
+def _add_bench(sub) -> None:
     be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
-    be.add_argument("--model", default="tiny-flux", choices=tiny)
+    be.add_argument("--model", default="tiny-flux", choices=sorted(SPECS))
     be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, "
                     "teacache, fbcache, pab, toca, ras, steps")
     be.add_argument("--presets", default=None, help="comma-separated Jano, JiT and baseline presets or baseline "
@@ -328,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quick", action="store_true", help="few prompts (a smoke run, not for publishing)")
     rep.set_defaults(func=_report)
 
+
+def _add_tiny_models(sub) -> None:
     cal = sub.add_parser("calibrate", help="fit TeaCache's rescale polynomial for a tiny model (full runs)")
     cal.add_argument("model", choices=["tiny-flux", "tiny-wan"])
     cal.add_argument("--prompts", type=int, default=8)
@@ -351,13 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     card = sub.add_parser("card", help="write a tiny model's card: loss curve, samples, measured caption agreement")
-    card.add_argument("model", choices=tiny)
+    card.add_argument("model", choices=sorted(SPECS))
     card.add_argument("--weights", default="weights", help="folder with NAME.safetensors; the card is written there")
     card.add_argument("--train-log", default=None, help="NAME.train.json of the training run (default: in --weights)")
     card.add_argument("--prompts", type=int, default=32)
     card.add_argument("--steps", type=int, default=50)
     card.set_defaults(func=_card)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jano", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_analyses(sub)
+    _add_bench(sub)
+    _add_tiny_models(sub)
     sub.add_parser("models", help="list model presets").set_defaults(func=_models)
     return parser
 

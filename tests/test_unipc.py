@@ -3,6 +3,7 @@ configured as the Wan2.1-Diffusers scheduler, its order of accuracy on a Gaussia
 JiT and ``generate`` running over it."""
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -235,7 +236,7 @@ def test_hold_frozen_latents_over_unipc_keeps_frozen_tokens_fixed():
     held = generate(field, x, wan_unipc_sigmas(10), method="jano", config=config, solver="unipc",
                     callback=states.append)
     partial = 0
-    for a, b in zip(states, states[1:]):
+    for a, b in itertools.pairwise(states):
         if a["computed"] is not None:
             frozen = torch.ones(x.shape[1], dtype=torch.bool)
             frozen[a["computed"]] = False

@@ -1,4 +1,4 @@
-"""Jano sampling: analyzer -> levels -> plan -> cached forward -> solver (Euler, or UniPC as in the official Wan runs).
+"""Jano sampling: analyzer -> levels -> plan -> cached forward -> solver (Euler; UniPC as in the official Wan runs).
 
     warm-up   full steps; keep each velocity prediction
     analyze   block complexity from those velocities            (analyzer.analyze, Jano Eqs. 10-15)

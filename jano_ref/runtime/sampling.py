@@ -29,6 +29,7 @@ reproduces a DDIM chain, and anything that reads velocities works on an epsilon 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -206,11 +207,13 @@ def classifier_free_guidance(model_cond: Model, model_uncond: Model, scale: floa
 # UniPC multistep (Wan2.1's default solver), and one-step solvers that Jano and JiT share
 # ----------------------------------------------------------------------------------------------------------------------
 #
-# UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models")
-# in data prediction (x0 = x - sigma v), with B(h) = e^h - 1 ("bh2"), on flow matching, where alpha = 1 - sigma and
-# the log-SNR is lambda = log((1 - sigma) / sigma). Every update, predictor or corrector, from sigma_s to sigma_t
-# has the same shape (diffusers ``multistep_uni_p_bh_update`` / ``multistep_uni_c_bh_update`` with
-# alpha_t (1 - e^{-h}) = 1 - sigma_t / sigma_s, which holds on flow matching):
+# UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models",
+# arXiv 2302.04867; reference code github.com/wl-zhao/UniPC) in data prediction (x0 = x - sigma v), with the
+# paper's B(h) = e^h - 1 ("bh2"), on flow matching: alpha = 1 - sigma, log-SNR lambda = log((1 - sigma) / sigma).
+# The paper's equation numbers are not cited: the formulas were checked against diffusers, not against the PDF.
+# Every update, predictor or corrector, from sigma_s to sigma_t has the same shape (diffusers
+# ``multistep_uni_p_bh_update`` / ``multistep_uni_c_bh_update``, using alpha_t (1 - e^{-h}) = 1 - sigma_t / sigma_s,
+# which holds on flow matching):
 #
 #     x_t = (sigma_t / sigma_s) x_s + (1 - sigma_t / sigma_s) (m_0 + sum_k rho_k D_k [+ rho_t (m_t - m_0)])
 #
@@ -241,10 +244,10 @@ def _log_snr(sigma: float) -> float:
 
 
 def _unipc_system(r: tuple[float, ...], h: float) -> tuple[Tensor, Tensor]:
-    """The order conditions R rho = b of UniC-p, p = len(r) + 1 (Zhao et al. 2023, Theorem 3.1 / Eq. 8 with
-    B(h) = e^h - 1; diffusers builds the same R, b): R[j, k] = r_k^j with r_p = 1, b_j = j! phi_{j+1}(h) / B(h)
-    written in -h because the update runs on x0 predictions (diffusers' ``hh = -h``), phi the paper's
-    phi_{k+1}(z) = (phi_k(z) - 1/k!) / z. Float64."""
+    """The order conditions R rho = b of UniPC-p, p = len(r) + 1 (Zhao et al. 2023; diffusers builds the same R and b
+    in ``multistep_uni_{p,c}_bh_update``): R[j, k] = r_k^j (j = 0 .. p-1) with r_p = 1, and, with hh = -h (the
+    update runs on x0 predictions), b_j = j! hh phi_{j+1}(hh) / B(hh), B(hh) = e^hh - 1, where phi_1(z) =
+    (e^z - 1) / z and phi_{k+1}(z) = (phi_k(z) - 1/k!) / z. Float64."""
     hh = -h
     rks = torch.tensor([*r, 1.0], dtype=torch.float64)
     R = torch.stack([rks**j for j in range(len(rks))])
@@ -257,8 +260,8 @@ def _unipc_system(r: tuple[float, ...], h: float) -> tuple[Tensor, Tensor]:
 
 
 def unipc_predictor(sigmas: list[float], i: int, order: int) -> UniPCUpdate:
-    """UniP-``order`` from sigmas[i] to sigmas[i + 1] over the predictions at steps i, i-1, ..., i-order+1 (Zhao
-    et al. 2023, Algorithm 2 / Eq. 6, data prediction; checked against diffusers ``multistep_uni_p_bh_update``).
+    """UniP-``order`` (the predictor) from sigmas[i] to sigmas[i + 1] over the predictions at steps i, i-1, ...,
+    i-order+1 (Zhao et al. 2023, data prediction; checked against diffusers ``multistep_uni_p_bh_update``).
 
     Order 1 is Euler; order 2 takes rho_1 = 1/2, as the paper's and diffusers' UniP-2 do (not the solve); higher
     orders solve the order conditions without the last row and column."""
@@ -275,7 +278,7 @@ def unipc_predictor(sigmas: list[float], i: int, order: int) -> UniPCUpdate:
 
 
 def unipc_corrector(sigmas: list[float], i: int, order: int) -> UniPCUpdate:
-    """UniC-``order`` of the step sigmas[i - 1] -> sigmas[i] (Zhao et al. 2023, Algorithm 1 / Eq. 8, data prediction;
+    """UniC-``order`` (the corrector) of the step sigmas[i - 1] -> sigmas[i] (Zhao et al. 2023, data prediction;
     checked against diffusers ``multistep_uni_c_bh_update``): the same update again, now also using m_t, the
     prediction made at the predicted x_i, so it costs no model call. Its accuracy order is ``order`` + 1.
 
@@ -338,7 +341,7 @@ class UniPCSolver:
             raise ValueError(f"UniPC order must be >= 1 (Wan2.1 uses 2), got {order}")
         values = sigmas.detach().to("cpu", torch.float64).tolist()
         if any(not 0 < s <= 1 for s in values[:-1]) or not 0 <= values[-1] < 1 or any(
-                a <= b for a, b in zip(values, values[1:])):
+                a <= b for a, b in itertools.pairwise(values)):
             raise ValueError("UniPC needs sigmas strictly decreasing in (0, 1], ending at or above 0 (e.g. "
                              f"wan_unipc_sigmas(steps)); got {[round(s, 4) for s in values[:4]]}...")
         self.sigmas, self.order = values, order

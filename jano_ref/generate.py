@@ -13,7 +13,7 @@ from .baselines import BASELINES, BaselineReport, sample_baseline
 from .jano.config import JanoConfig, get_preset
 from .jano.sampler import JanoReport, sample_jano
 from .jit import JiTReport, get_jit_preset, sample_jit
-from .runtime.sampling import sample_euler
+from .runtime.sampling import SOLVERS, sample_euler, sample_unipc
 
 METHODS = ("full", "jano", "jit", *BASELINES)
 
@@ -61,6 +61,7 @@ def generate(
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
     level_map: Callable[[Tensor], Tensor] | None = None,
+    solver: str = "euler",
 ) -> Generation:
     """Sample token latents from ``noise`` [B, L, D] over ``sigmas`` with ``method``.
 
@@ -69,22 +70,31 @@ def generate(
     ``JanoConfig`` for ``method="jano"``, a baseline preset or config for the caching baselines
     (``jano_ref.baselines``), a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
     have ``num_steps + 1`` entries, or be None for the preset's own Beta-warped steps, ``jit.beta_sigmas``); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
+
+    ``solver`` is "euler" (the default, Flux's) or "unipc" (Wan2.1's; give it ``sampling.wan_unipc_sigmas``) for
+    full compute, Jano and JiT; the caching baselines step with Euler only.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    if solver != "euler" and method in BASELINES:
+        raise ValueError(f"the caching baselines ({method}) run with the Euler solver only; use solver='euler', or "
+                         f"method 'full', 'jano' or 'jit' for solver={solver!r}")
     with torch.inference_mode():  # sampling never needs gradients
-        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map)
+        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver)
 
 
-def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map) -> Generation:
+def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver) -> Generation:
     start = time.perf_counter()
     if method in BASELINES:
         tokens, report = sample_baseline(field, noise, sigmas, method, config, callback=callback)
     elif method == "jit":
-        tokens, report = sample_jit(field, noise, sigmas, get_jit_preset(config), layout=layout, callback=callback)
+        tokens, report = sample_jit(field, noise, sigmas, get_jit_preset(config), layout=layout, callback=callback,
+                                    solver=solver)
     elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
-                                     level_map=level_map)
+                                     level_map=level_map, solver=solver)
     else:
         steps: list[float] = []
         last = [time.perf_counter()]
@@ -96,6 +106,7 @@ def _generate(field, noise, sigmas, method, config, layout, callback, log, level
             if callback is not None:
                 callback(info)
 
-        tokens = sample_euler(field, noise, sigmas, callback=timed)
+        sample = sample_unipc if solver == "unipc" else sample_euler
+        tokens = sample(field, noise, sigmas, callback=timed)
         report = FullReport(steps, [noise.shape[1]] * (len(sigmas) - 1))
     return Generation(tokens, report, time.perf_counter() - start)

@@ -1,11 +1,17 @@
-"""Jano sampling: analyzer -> levels -> plan -> cached forward -> Euler sampler.
+"""Jano sampling: analyzer -> levels -> plan -> cached forward -> solver (Euler; UniPC as in the official Wan runs).
 
     warm-up   full steps; keep each velocity prediction
     analyze   block complexity from those velocities            (analyzer.analyze, Jano Eqs. 10-15)
     levels    blocks -> static / moderate / active -> tokens    (levels.classify, levels.token_levels)
     plan      which tokens every later step computes            (plan.JanoPlan)
-    sample    Euler over the whole latent; computed tokens get a fresh velocity, frozen ones keep their
-              last one, and self-attention reads frozen tokens' K/V from a per-level cache (cache.LevelKVCache)
+    sample    one solver step over the whole latent; computed tokens get a fresh velocity, frozen ones keep
+              their last one, and self-attention reads frozen tokens' K/V from a per-level cache
+              (cache.LevelKVCache)
+
+The solver (``solver="euler"`` | ``"unipc"``, ``runtime.sampling.make_solver``) sees the assembled velocity, fresh
+and stale rows alike, as the official code's schedulers do: Flux's Euler moves frozen tokens along their last
+velocity, and Wan's UniPC turns it into x0 = x - sigma v with the current x and sigma, so a frozen token's x0
+prediction still changes, and puts that in its multistep history (notes: jano-official-code.md, section 8).
 
 All state (warm-up velocities, caches, last velocity) lives in local variables and in the returned
 report, so two generations in one process behave like two processes.
@@ -25,6 +31,7 @@ from .cache import LevelKVCache
 from .config import JanoConfig
 from .levels import classify, search_thresholds, token_levels
 from ..runtime.cost import TokenCost
+from ..runtime.sampling import make_solver
 from .plan import FULL, JanoPlan
 
 
@@ -99,12 +106,15 @@ def sample_jano(
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
     level_map: Callable[[Tensor], Tensor] | None = None,
+    solver: str = "euler",
 ) -> tuple[Tensor, JanoReport]:
-    """Euler sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
+    """Sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
     (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity`` over one); ``layout`` gives the
     token grid, ``to_latent``, ``branches`` and ``token_cost`` (defaults to ``field_`` itself).
     ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps;
-    ``level_map`` (see ``decide_levels``) overrides the block levels."""
+    ``level_map`` (see ``decide_levels``) overrides the block levels. ``solver`` ("euler" | "unipc") steps the
+    whole latent (module docstring). The same levels give the same plan and ideal speedup with either solver; the
+    levels themselves come from the warm-up velocities, which follow the solver's trajectory."""
     layout = layout if layout is not None else field_
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
@@ -113,6 +123,7 @@ def sample_jano(
     cost = layout.token_cost()
     report = JanoReport(config)
     state = x.to(torch.promote_types(x.dtype, torch.float32))  # as in sample_euler: no bf16 accumulation
+    stepper = make_solver(solver, sigmas)
     warmup = [layout.to_latent(x)[0]] if config.include_noise else []
     plan: JanoPlan | None = None
     caches: dict[str, LevelKVCache] = {}
@@ -138,12 +149,10 @@ def sample_jano(
         if callback is not None:
             callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, level=level, computed=index))
 
-        dt = (sigma_next - sigma).to(state.dtype)
+        moved = stepper.step(i, state, v)  # frozen tokens move along their last velocity (official)
         if config.hold_frozen_latents and index is not None:
-            state = state.index_add(1, index, dt * v[:, index].to(state.dtype))
-        else:
-            state = state + dt * v.to(state.dtype)  # frozen tokens move along their last velocity (official)
-        v_last = v
+            moved = state.index_copy(1, index, moved[:, index])  # ablation: only computed tokens move
+        state, v_last = moved, v
 
         if plan is None and i < config.warmup_steps:
             warmup.append(layout.to_latent(v)[0])

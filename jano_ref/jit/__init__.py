@@ -10,7 +10,7 @@ from secondary sources and the official code (github.com/Wenhao-Sun77/Just-in-Ti
                (nearest-anchor fill -> density-scaled Gaussian blur -> exact anchor values), Euler
     transition grow the set by local velocity variance (ITA, §3.2), then move the new tokens onto
                their statistically correct state with the micro-flow (DMF, §4)
-    last stage every token is active: a plain Euler step of the full model
+    last stage every token is active: a plain step of the full model (Euler, or UniPC: "Solver" below)
 
 Time runs as in ``sampling``: sigma 1 = noise -> 0 = data, v = eps - x0, the paper's t = 1 - sigma.
 The paper numbers stages K (sparsest) .. 0 (dense); here stage s is ``config.token_fractions[s]``, 0 = first.
@@ -25,6 +25,13 @@ its 2-D / 3-D RoPE positions, which is what the code feeds the transformer (gath
 ``img_ids``). Non-anchor tokens cannot influence the output (Wan's patch embedding is a conv with kernel =
 stride = patch, i.e. per token). A KV cache would instead let the anchors attend to stale non-anchor keys:
 that is Jano, not JiT.
+
+Solver (this project; the paper and the code use Euler): ``sample_jit(..., solver="unipc")`` runs UniPC
+(``runtime.sampling.UniPCSolver``) over the same velocity in every stage, the lifted one in sparse stages, since
+within a stage that is one fixed vector field over the whole latent. At a transition the field changes (new anchors,
+new lifter) and the micro-flow moves the new tokens outside the solver, so the multistep history is dropped there:
+the first step of a stage is first order without corrector (on flow matching first-order UniP is an Euler step),
+and the order builds up again. With every token active from the start this is ``sample_unipc`` itself.
 
 Video (tiny-wan, Wan): the paper has no video recipe (HunyuanVideo appears only as a figure, §5.4). Choices:
 

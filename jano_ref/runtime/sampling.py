@@ -1,4 +1,5 @@
-"""Noise schedules, an Euler sampler and a DDIM epsilon-to-velocity adapter, as plain functions over a model callable.
+"""Noise schedules, the Euler and UniPC samplers and a DDIM epsilon-to-velocity adapter, as plain functions over a
+model callable.
 
 Convention (BFL flux ``sampling.py``, Wan2.1 ``utils/fm_solvers.py``): rectified flow with sigma = 1 pure noise and
 sigma = 0 data,
@@ -7,7 +8,8 @@ sigma = 0 data,
 
 and a *model* is a callable ``model(x, sigma) -> v`` that returns the velocity v = eps - x0 = dx/dsigma, with sigma a
 0-d tensor. Samplers are functions over such callables, in the style of k-diffusion's ``sampling.py``, so a caching
-or analysis wrapper around the model needs no sampler changes.
+or analysis wrapper around the model needs no sampler changes. Their update rules are also one-step solver objects
+(``make_solver``: ``EulerSolver``, ``UniPCSolver``) for samplers that assemble the velocity themselves (Jano, JiT).
 
 Coordinate change (Jano paper, Appendix A; Song et al. 2021, DDIM Eq. 12)
 ----------------------------------------------------------------------
@@ -27,6 +29,7 @@ reproduces a DDIM chain, and anything that reads velocities works on an epsilon 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -37,7 +40,10 @@ from torch import Tensor
 Model = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = [
+    "SOLVERS",
     "EpsToVelocity",
+    "EulerSolver",
+    "UniPCSolver",
     "alpha_bar_to_timestep",
     "classifier_free_guidance",
     "ddim_sigmas",
@@ -47,11 +53,14 @@ __all__ = [
     "flux_schedule",
     "guidance_mix",
     "linear_beta_alphas_cumprod",
+    "make_solver",
     "sample_euler",
+    "sample_unipc",
     "time_shift",
     "vp_to_flow",
     "vp_to_flow_state",
     "wan_schedule",
+    "wan_unipc_sigmas",
 ]
 
 
@@ -114,11 +123,31 @@ def wan_schedule(num_steps: int, shift: float = 5.0, *, device: torch.device | s
 
     Wan2.1 ``utils/fm_solvers.get_sampling_sigmas`` (the dpm++ path; ``generate.py`` default sample_shift 5.0 for
     T2V). The map multiplies the odds sigma / (1 - sigma) by ``shift``, spending more steps at high noise.
-    Wan's default UniPC solver starts from 0.999 instead of 1; this is the grid for a plain Euler sampler.
+    Wan's default UniPC solver starts from 0.999 instead of 1 (``wan_unipc_sigmas``); this is the grid for a plain
+    Euler sampler.
     """
     sigmas = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
     return sigmas.to(device=device, dtype=torch.float32)
+
+
+def wan_unipc_sigmas(num_steps: int, shift: float = 5.0, *, device: torch.device | str | None = None) -> Tensor:
+    """Wan2.1's UniPC sigmas: linspace(0.999, 0, N + 1)[:-1] mapped by the shift of ``wan_schedule``, then a final 0.
+
+    Wan2.1 ``utils/fm_solvers_unipc.FlowUniPCMultistepScheduler`` (built with shift 1, then ``set_timesteps(N,
+    shift=5.0)``, solver "unipc", the T2V default): its training table 1 - linspace(1, 1/1000, 1000) runs from 0.999
+    to 0 and is stored in float32, so the grid starts at float32(0.999) (0.99900001...). Shifted in float64 and
+    returned as float32, as there. The official model timestep is int64(sigma * 1000) (999, 995, 991, ... for 50
+    steps at shift 5), truncated; a velocity field here gets sigma itself.
+
+    diffusers' ``UniPCMultistepScheduler`` (``use_flow_sigmas=True``, the Wan2.1-Diffusers scheduler) called with
+    ``set_timesteps(N)`` uses another grid, linspace(1, 1/1000, N + 1)[:-1] with the first entry moved to 1 - 1e-6;
+    ``set_timesteps(sigmas=...)`` with this function's first N entries unshifted gives this grid exactly.
+    """
+    top = float(torch.tensor(0.999, dtype=torch.float32))  # the official sigma table is float32
+    sigmas = torch.linspace(top, 0.0, num_steps + 1, dtype=torch.float64)[:-1]
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=device, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -172,6 +201,206 @@ def classifier_free_guidance(model_cond: Model, model_uncond: Model, scale: floa
         return guidance_mix(v_cond, model_uncond(x, sigma), scale)
 
     return guided
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# UniPC multistep (Wan2.1's default solver), and one-step solvers that Jano and JiT share
+# ----------------------------------------------------------------------------------------------------------------------
+#
+# UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models",
+# arXiv 2302.04867; reference code github.com/wl-zhao/UniPC) in data prediction (x0 = x - sigma v), with the
+# paper's B(h) = e^h - 1 ("bh2"), on flow matching: alpha = 1 - sigma, log-SNR lambda = log((1 - sigma) / sigma).
+# The paper's equation numbers are not cited: the formulas were checked against diffusers, not against the PDF.
+# Every update, predictor or corrector, from sigma_s to sigma_t has the same shape (diffusers
+# ``multistep_uni_p_bh_update`` / ``multistep_uni_c_bh_update``, using alpha_t (1 - e^{-h}) = 1 - sigma_t / sigma_s,
+# which holds on flow matching):
+#
+#     x_t = (sigma_t / sigma_s) x_s + (1 - sigma_t / sigma_s) (m_0 + sum_k rho_k D_k [+ rho_t (m_t - m_0)])
+#
+# m_0 the x0 prediction at sigma_s, m_k the k-th older one, D_k = (m_k - m_0) / r_k with r_k = (lambda_{s_k} -
+# lambda_s) / h and h = lambda_t - lambda_s; m_t (corrector only) the prediction at the predicted x_t. With no
+# history this is x_t = x_s + (sigma_t - sigma_s) v: first-order UniP is exactly an Euler step on flow matching.
+
+
+SOLVERS = ("euler", "unipc")
+
+
+@dataclass(frozen=True)
+class UniPCUpdate:
+    """Coefficients of one UniPC update (see the section comment): ``ratio`` = sigma_t / sigma_s, ``r`` the r_k of
+    the older predictions m_1, m_2, ... (newest first), ``rho`` their weights; a corrector has one more weight,
+    rho_t, for m_t - m_0."""
+
+    ratio: float
+    r: tuple[float, ...] = ()
+    rho: tuple[float, ...] = ()
+
+
+def _log_snr(sigma: float) -> float:
+    """lambda = log((1 - sigma) / sigma) (alpha = 1 - sigma). It is -inf at sigma = 1 and enters only through r_k:
+    there sigma is taken as 1 - 1e-6, as diffusers moves a first sigma of 1 (``set_timesteps``)."""
+    sigma = min(sigma, 1 - 1e-6)
+    return math.log1p(-sigma) - math.log(sigma) if sigma > 0 else math.inf
+
+
+def _unipc_system(r: tuple[float, ...], h: float) -> tuple[Tensor, Tensor]:
+    """The order conditions R rho = b of UniPC-p, p = len(r) + 1 (Zhao et al. 2023; diffusers builds the same R and b
+    in ``multistep_uni_{p,c}_bh_update``): R[j, k] = r_k^j (j = 0 .. p-1) with r_p = 1, and, with hh = -h (the
+    update runs on x0 predictions), b_j = j! hh phi_{j+1}(hh) / B(hh), B(hh) = e^hh - 1, where phi_1(z) =
+    (e^z - 1) / z and phi_{k+1}(z) = (phi_k(z) - 1/k!) / z. Float64."""
+    hh = -h
+    rks = torch.tensor([*r, 1.0], dtype=torch.float64)
+    R = torch.stack([rks**j for j in range(len(rks))])
+    b, phi, factorial = [], math.expm1(hh) / hh - 1, 1  # phi = hh * phi_2(hh)
+    for j in range(1, len(rks) + 1):
+        b.append(phi * factorial / math.expm1(hh))
+        factorial *= j + 1
+        phi = phi / hh - 1 / factorial
+    return R, torch.tensor(b, dtype=torch.float64)
+
+
+def unipc_predictor(sigmas: list[float], i: int, order: int) -> UniPCUpdate:
+    """UniP-``order`` (the predictor) from sigmas[i] to sigmas[i + 1] over the predictions at steps i, i-1, ...,
+    i-order+1 (Zhao et al. 2023, data prediction; checked against diffusers ``multistep_uni_p_bh_update``).
+
+    Order 1 is Euler; order 2 takes rho_1 = 1/2, as the paper's and diffusers' UniP-2 do (not the solve); higher
+    orders solve the order conditions without the last row and column."""
+    s, t = sigmas[i], sigmas[i + 1]
+    if order == 1:
+        return UniPCUpdate(t / s)
+    lam_s = _log_snr(s)
+    h = _log_snr(t) - lam_s
+    r = tuple((_log_snr(sigmas[i - k]) - lam_s) / h for k in range(1, order))
+    if order == 2:
+        return UniPCUpdate(t / s, r, (0.5,))
+    R, b = _unipc_system(r, h)
+    return UniPCUpdate(t / s, r, tuple(torch.linalg.solve(R[:-1, :-1], b[:-1]).tolist()))
+
+
+def unipc_corrector(sigmas: list[float], i: int, order: int) -> UniPCUpdate:
+    """UniC-``order`` (the corrector) of the step sigmas[i - 1] -> sigmas[i] (Zhao et al. 2023, data prediction;
+    checked against diffusers ``multistep_uni_c_bh_update``): the same update again, now also using m_t, the
+    prediction made at the predicted x_i, so it costs no model call. Its accuracy order is ``order`` + 1.
+
+    Order 1 takes rho_t = 1/2 (diffusers' simplification); higher orders solve the full order conditions."""
+    s, t = sigmas[i - 1], sigmas[i]
+    if order == 1:
+        return UniPCUpdate(t / s, (), (0.5,))
+    lam_s = _log_snr(s)
+    h = _log_snr(t) - lam_s
+    r = tuple((_log_snr(sigmas[i - 1 - k]) - lam_s) / h for k in range(1, order))
+    R, b = _unipc_system(r, h)
+    return UniPCUpdate(t / s, r, tuple(torch.linalg.solve(R, b).tolist()))
+
+
+def apply_unipc(update: UniPCUpdate, x: Tensor, history: list[Tensor], x0_t: Tensor | None = None) -> Tensor:
+    """x_t of ``update`` from x_s = ``x``; ``history`` holds the x0 predictions oldest first (m_0 last); ``x0_t``
+    is m_t for a corrector."""
+    m0 = history[-1]
+    target = m0
+    for k, (r_k, rho_k) in enumerate(zip(update.r, update.rho), start=1):
+        target = target + (rho_k / r_k) * (history[-1 - k] - m0)
+    if x0_t is not None:
+        target = target + update.rho[-1] * (x0_t - m0)
+    return update.ratio * x + (1 - update.ratio) * target
+
+
+class EulerSolver:
+    """One Euler step at a time, x <- x + (sigma_next - sigma) v: ``sample_euler``'s update, bit for bit."""
+
+    def __init__(self, sigmas: Tensor):
+        self.sigmas = sigmas
+
+    def step(self, i: int, x: Tensor, v: Tensor) -> Tensor:
+        return x + (self.sigmas[i + 1] - self.sigmas[i]).to(x.dtype) * v.to(x.dtype)
+
+    def restart(self) -> None:
+        """Nothing to forget: Euler has no history."""
+
+
+class UniPCSolver:
+    """UniPC multistep, one step at a time, with its history held here (one object per sampling run).
+
+    ``step(i, x, v)`` takes the state x the model saw at sigmas[i] and its velocity v, and returns the state at
+    sigmas[i + 1] (the next model input), as diffusers ``UniPCMultistepScheduler.step`` with the Wan2.1 settings
+    (``solver_order=order``, bh2, ``predict_x0``, ``lower_order_final``, no disabled corrector):
+
+        x0 = x - sigma_i v                      the prediction this step adds to the history
+        x  = UniC(x_base, history, x0)           if there is a previous step: correct x with x0 (no model call)
+        x_base = x;  history += [x0]
+        return UniP(x, history)                  order min(order, steps since start or restart, steps left)
+
+    The prediction stays the one made at the uncorrected x, as in diffusers and the official Wan solver. Steps must
+    come in order, i, i + 1, ...; ``restart()`` forgets the history when the state was changed outside the
+    solver (JiT's micro-flow), so the next step is first order, without corrector, like the first one.
+    The state is updated in x's dtype; the coefficients are computed in float64 from the sigmas.
+    """
+
+    def __init__(self, sigmas: Tensor, order: int = 2):
+        if order < 1:
+            raise ValueError(f"UniPC order must be >= 1 (Wan2.1 uses 2), got {order}")
+        values = sigmas.detach().to("cpu", torch.float64).tolist()
+        if any(not 0 < s <= 1 for s in values[:-1]) or not 0 <= values[-1] < 1 or any(
+                a <= b for a, b in itertools.pairwise(values)):
+            raise ValueError("UniPC needs sigmas strictly decreasing in (0, 1], ending at or above 0 (e.g. "
+                             f"wan_unipc_sigmas(steps)); got {[round(s, 4) for s in values[:4]]}...")
+        self.sigmas, self.order = values, order
+        self.history: list[Tensor] = []  # x0 predictions since the start or the last restart, oldest first
+        self.base: Tensor | None = None  # the (corrected) state the last predictor started from
+        self.last: tuple[int, int] | None = None  # (step, predictor order) of the last step
+
+    def restart(self) -> None:
+        self.history, self.base, self.last = [], None, None
+
+    def step(self, i: int, x: Tensor, v: Tensor) -> Tensor:
+        if self.last is not None and i != self.last[0] + 1:
+            raise ValueError(f"UniPC steps must come in order: step {i} after step {self.last[0]}; "
+                             "call restart() to begin again")
+        x0 = x - self.sigmas[i] * v.to(x.dtype)
+        if self.last is not None:
+            x = apply_unipc(unipc_corrector(self.sigmas, i, self.last[1]), self.base, self.history, x0)
+        self.history = (self.history + [x0])[-self.order:]
+        self.base = x
+        order = min(self.order, len(self.history), len(self.sigmas) - 1 - i)  # lower order at the start and end
+        self.last = (i, order)
+        return apply_unipc(unipc_predictor(self.sigmas, i, order), x, self.history)
+
+
+def make_solver(name: str, sigmas: Tensor) -> EulerSolver | UniPCSolver:
+    """A fresh one-step solver for one sampling run over ``sigmas``: "euler" or "unipc" (order 2, Wan2.1's)."""
+    if name == "euler":
+        return EulerSolver(sigmas)
+    if name == "unipc":
+        return UniPCSolver(sigmas)
+    raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+
+
+def sample_unipc(
+    model: Model,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    order: int = 2,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> Tensor:
+    """UniPC multistep sampling (``UniPCSolver``; Wan2.1's default solver with ``wan_unipc_sigmas`` and order 2).
+
+    One model call per step, as ``sample_euler``, and the same conventions: ``model`` gets x in the input's dtype
+    and ``sigmas[i]`` as a 0-d tensor; the state is held in at least float32; ``callback`` gets ``dict(i, x, sigma,
+    sigma_next, velocity)`` once per step, before the update (``x`` is the model input, i.e. the predictor's
+    output before its correction). ``sigmas`` must lie in (0, 1] and decrease; the last may be 0.
+    """
+    sigmas = sigmas.to(x.device)
+    solver = UniPCSolver(sigmas, order)
+    state = x.to(torch.promote_types(x.dtype, torch.float32))
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x_in = state.to(x.dtype)
+        v = model(x_in, sigma)
+        if callback is not None:
+            callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v))
+        state = solver.step(i, state, v)
+    return state.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

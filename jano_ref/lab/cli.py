@@ -229,7 +229,8 @@ def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summa
     files = []
     quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
     if args.method == "jano":
-        files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
+        if report.token_levels is not None:  # None when --steps leaves no step after Jano's warm-up
+            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
         print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
     elif args.method == "jit":
         print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -150,9 +152,12 @@ def _seq_rank(rank: int, out: Path, which: str) -> None:
     with parallel.distributed("cpu", timeout=TIMEOUT) as group:
         split = parallel.SequenceParallel(field, group)
         for method in ("full", "jano"):
-            run = generate(split, noise, sigmas, method=method, config=config)
+            computed = []  # the global token indices of each step (None: all)
+            run = generate(split, noise, sigmas, method=method, config=config,
+                           callback=lambda info: computed.append(info.get("computed")))
             results[method] = dict(tokens=run.tokens, counts=run.report.token_counts, steps=split.meter.steps[:],
-                                   shard=split.token_shard, cache=getattr(run.report, "cache_bytes", 0))
+                                   shard=split.token_shard, cache=getattr(run.report, "cache_bytes", 0),
+                                   computed=computed)
             split.meter.reset()
     if rank == 0:
         for method in ("full", "jano"):
@@ -188,16 +193,46 @@ def test_sequence_parallel_matches_one_process(which, seq_runs):
     assert r0["jano"]["shard"][1] == r1["jano"]["shard"][0]
 
 
-def test_sequence_parallel_bytes_per_full_step_match_the_formula(seq_runs):
-    """wan-test, 2 ranks, a full step over L = 48 tokens (24 a rank): per layer and branch each rank sends half of
-    its q, k and v ([1, 2 heads, 24, 48] float32) and the other rank's half of the attention output, 16 bytes of
-    lengths, and at the end its 24 velocity rows of 16 channels."""
-    first = seq_runs["wan"][0]["full"]["steps"][0]
-    layers, branches, heads, head_dim, shard = 2, 2, 2, 48, 24
-    per_tensor = 1 * (heads // 2) * shard * head_dim * 4
-    assert first["attention"] == layers * branches * 4 * per_tensor
+def test_sequence_parallel_bytes_per_step_match_the_formula(seq_runs):
+    """wan-test (2 layers, dim 96 = 2 heads x 48, 16 channels), 2 ranks, 2 guidance branches, L = 48 tokens.
+
+    Full step (24 tokens a rank): per layer and branch each rank sends half of its q, k and v ([1, 2, 24, 48]
+    float32) and the other rank's half of the attention output, 16 bytes of lengths, and at the end its 24
+    velocity rows. Any step with N computed tokens of L: rank r sends half of its n_r queries, half of the keys and
+    values of its whole shard (fresh + cached) and the other rank's n_o output rows of its head group, so both
+    ranks together send (N + L) x dim x 4 bytes per layer and branch, however unevenly N falls on the shards."""
+    r0, r1 = seq_runs["wan"]
+    layers, branches, dim, channels, shard = 2, 2, 96, 16, 24
+    first = r0["full"]["steps"][0]
+    assert first["attention"] == layers * branches * 4 * (shard * dim // 2) * 4
     assert first["lengths"] == layers * branches * 16
-    assert first["velocity"] == shard * 16 * 4
+    assert first["velocity"] == shard * channels * 4
+    for n, a, b in zip(r0["jano"]["counts"], r0["jano"]["steps"], r1["jano"]["steps"]):
+        assert a["attention"] + b["attention"] == layers * branches * (n + 48) * dim * 4
+    # ... and Jano did spread them unevenly: some step computed more tokens on one shard than on the other
+    assert any(int((index < shard).sum()) != int((index >= shard).sum())
+               for index in r0["jano"]["computed"] if index is not None)
+
+
+def _seq_tiny_wan_rank(rank: int, out: Path) -> None:
+    setup = _tiny_wan(steps=8)
+    with parallel.distributed("cpu", timeout=TIMEOUT) as group:
+        split = parallel.SequenceParallel(setup.field, group)
+        run = generate(split, setup.noise, setup.sigmas, method="jano", config=SMALL_WAN)
+        result = dict(tokens=run.tokens, counts=run.report.token_counts, bytes=split.meter.per_step())
+    if rank == 0:
+        result["single"] = generate(setup.field, setup.noise, setup.sigmas, method="jano", config=SMALL_WAN).tokens
+    torch.save(result, out / f"rank{rank}.pt")
+
+
+@pytest.mark.slow  # about 5 s more than the 2-rank tests (four ranks on two cores); run by .ci/run
+def test_sequence_parallel_on_four_ranks_tiny_wan(tmp_path):
+    """tiny-wan's 4 heads over 4 ranks (one head each, 256 tokens a rank), Jano over 8 steps."""
+    assert run_ranks(_seq_tiny_wan_rank, 4, tmp_path) == [0, 0, 0, 0]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(4)]
+    assert rel_err(ranks[0]["tokens"], ranks[0]["single"]) < 1e-5  # as above: key order differs, rounding only
+    assert all(torch.equal(r["tokens"], ranks[0]["tokens"]) for r in ranks[1:])
+    assert min(ranks[0]["counts"]) < 1024
 
 
 # ---- the command: --parallel, reliability ----------------------------------------------------------------------
@@ -275,3 +310,65 @@ def test_ranks_with_different_settings_are_refused_at_start(tmp_path):
 
 def _mismatch_rank(rank: int, out: Path) -> None:
     _cli_rank(rank, out, ["--parallel", "cfg", "--steps", "4" if rank == 0 else "6"])
+
+
+@pytest.mark.slow  # torchrun itself: its agent and two fresh interpreters, about 15 s; run by .ci/run
+@pytest.mark.parametrize("mode", ["cfg", "seq"])
+def test_torchrun_runs_the_command(mode, tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "jano_ref",
+               "generate", "a red circle moving left", "--model", "tiny-wan", "--random-weights", "--steps", "4",
+               "--warmup", "0", "--repeats", "1", "--parallel", mode, "--out", str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("payload bytes each rank sent per step") == 1  # rank 0 alone reports
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["parallel"]["mode"] == mode and len(summary["parallel"]["bytes_per_step"]["jano"]) == 2
+
+
+# ---- refusals and the staged output folder (no process group needed) ------------------------------------------
+
+
+def test_the_modes_refuse_what_they_cannot_split():
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        wan, _, _ = wan_field()  # guided, 2 heads
+    with pytest.raises(ValueError, match="exactly 2 ranks"):
+        parallel.CFGParallel(wan, parallel.Group(0, 3, cpu))
+    unguided = type(wan)(wan.model, wan.context, None, wan.latent_fhw)
+    with pytest.raises(ValueError, match="branches \\('cond',\\)"):
+        parallel.CFGParallel(unguided, parallel.Group(0, 2, cpu))
+    with pytest.raises(ValueError, match="2 attention heads"):
+        parallel.SequenceParallel(wan, parallel.Group(0, 4, cpu))
+    assert parallel.SequenceParallel(wan, parallel.Group(1, 2, cpu)).token_shard == (24, 48)
+
+
+def test_parallel_without_torchrun_says_how_to_launch(monkeypatch):
+    from jano_ref.lab.cli import main
+
+    for key in parallel.TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(SystemExit, match="launch with torchrun"):
+        main(["generate", "a red circle", "--model", "tiny-wan", "--random-weights", "--parallel", "cfg"])
+    with pytest.raises(SystemExit, match="runs --method full or jano"):
+        main(["generate", "a red circle", "--random-weights", "--parallel", "seq", "--method", "teacache"])
+
+
+def test_a_staged_folder_publishes_only_on_success(tmp_path):
+    from jano_ref.lab.imageio import staged_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with staged_folder(out) as stage:
+            (stage / "half.png").write_bytes(b"x")
+            raise RuntimeError("stopped part-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no stage left behind
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    with staged_folder(out) as stage:
+        (stage / "a.png").write_bytes(b"a")
+        (stage / "summary.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "old.txt", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

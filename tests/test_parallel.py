@@ -1,6 +1,7 @@
 """CFG-parallel and sequence-parallel generation (``jano_ref.runtime.parallel``) on CPU with gloo.
 
-Each distributed test starts its ranks as spawned processes with the environment torchrun would give them (RANK,
+Each distributed test starts its ranks as fresh processes (forked from a clean forkserver that has imported this
+module once, so a launch costs well under a second) with the environment torchrun would give them (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port), joins them with a timeout and kills what is left,
 so a broken collective fails the test instead of hanging it. Ranks write what they measured to ``tmp_path``; the
 test process compares. Every rank runs one thread, as under torchrun (OMP_NUM_THREADS=1).
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,15 +55,16 @@ def _rank_main(fn, rank: int, world_size: int, port: int, args: tuple) -> None:
 
 
 def run_ranks(fn, world_size: int, *args) -> list[int]:
-    """Run ``fn(rank, *args)`` on ``world_size`` spawned ranks; their exit codes (None: killed after the timeout)."""
+    """Run ``fn(rank, *args)`` on ``world_size`` ranks; their exit codes (None: killed after the timeout)."""
     ctx = mp.get_context("forkserver")  # one clean server imports this module once; ranks fork from it quickly
     ctx.set_forkserver_preload([__name__])
     port = _free_port()
     procs = [ctx.Process(target=_rank_main, args=(fn, r, world_size, port, args)) for r in range(world_size)]
     for p in procs:
         p.start()
+    deadline = time.monotonic() + JOIN_SECONDS
     for p in procs:
-        p.join(JOIN_SECONDS)
+        p.join(max(0.0, deadline - time.monotonic()))
     codes = []
     for p in procs:
         if p.is_alive():
@@ -114,7 +117,6 @@ def _tiny_wan(steps: int):
 
 def _cfg_rank(rank: int, out: Path) -> None:
     setup = _tiny_wan(steps=8)
-    results = {}
     with parallel.distributed("cpu", timeout=TIMEOUT) as group:
         field = parallel.CFGParallel(setup.field, group)
         run = generate(field, setup.noise, setup.sigmas, method="jano", config=SMALL_WAN)
@@ -154,7 +156,7 @@ def _seq_rank(rank: int, out: Path, which: str) -> None:
         for method in ("full", "jano"):
             computed = []  # the global token indices of each step (None: all)
             run = generate(split, noise, sigmas, method=method, config=config,
-                           callback=lambda info: computed.append(info.get("computed")))
+                           callback=lambda info, computed=computed: computed.append(info.get("computed")))
             results[method] = dict(tokens=run.tokens, counts=run.report.token_counts, steps=split.meter.steps[:],
                                    shard=split.token_shard, cache=getattr(run.report, "cache_bytes", 0),
                                    computed=computed)
@@ -162,7 +164,7 @@ def _seq_rank(rank: int, out: Path, which: str) -> None:
     if rank == 0:
         for method in ("full", "jano"):
             run = generate(field, noise, sigmas, method=method, config=config)
-            results[method]["single"], results[method]["single_cache"] = run.tokens, getattr(run.report, "cache_bytes", 0)
+            results[method].update(single=run.tokens, single_cache=getattr(run.report, "cache_bytes", 0))
     torch.save(results, out / f"rank{rank}.pt")
 
 
@@ -320,7 +322,7 @@ def test_torchrun_runs_the_command(mode, tmp_path):
                "generate", "a red circle moving left", "--model", "tiny-wan", "--random-weights", "--steps", "4",
                "--warmup", "0", "--repeats", "1", "--parallel", mode, "--out", str(tmp_path / "out")]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("payload bytes each rank sent per step") == 1  # rank 0 alone reports
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -361,10 +363,9 @@ def test_a_staged_folder_publishes_only_on_success(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("kept")
-    with pytest.raises(RuntimeError):
-        with staged_folder(out) as stage:
-            (stage / "half.png").write_bytes(b"x")
-            raise RuntimeError("stopped part-way")
+    with pytest.raises(RuntimeError), staged_folder(out) as stage:
+        (stage / "half.png").write_bytes(b"x")
+        raise RuntimeError("stopped part-way")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no stage left behind
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     with staged_folder(out) as stage:

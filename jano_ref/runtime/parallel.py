@@ -1,4 +1,5 @@
-"""One generation over several processes with ``torch.distributed``, launched by ``torchrun`` (gloo on CPU, NCCL on GPU).
+"""One generation over several processes with ``torch.distributed``, launched by ``torchrun`` (gloo on CPU, NCCL
+on GPU).
 
     torchrun --nproc-per-node 2 -m jano_ref generate "PROMPT" --model tiny-wan --parallel cfg
     torchrun --nproc-per-node 2 -m jano_ref generate "PROMPT" --model tiny-wan --parallel seq
@@ -10,7 +11,7 @@ the same sampler on the same latent and gets the same velocity each step, so the
 each with its own per-branch caches (the field reports one branch, so the sampler builds caches for that branch
 only). Each step they all-gather the branch output [B, n, C] and both apply the single-process ``guidance_mix``.
 Each branch runs the same kernels on the same inputs as in one process, so the result is the single-process one
-bit for bit, given the same number of threads per process (torchrun sets ``OMP_NUM_THREADS=1``).
+bit for bit (tested on CPU; there, tiny-wan's results did not depend on the thread count either).
 
 **Sequence-parallel** (``SequenceParallel``, P ranks; Ulysses: Jacobs et al. 2023, "DeepSpeed Ulysses"). The
 video / image tokens are cut into P contiguous shards; rank r computes the tokens of shard r that the sampler
@@ -26,7 +27,9 @@ instead of in the one-process order; attention does not depend on key order, so 
 (the tests check 1e-5 relative). Flux's text tokens belong to rank 0 (the other ranks run with an empty text
 sequence: text is computed once and its keys cross the wire once); Wan's text is cross-attention context,
 replicated on every rank (no traffic). At the end of each step the computed rows are all-gathered (padded to
-the longest shard) so every rank holds the whole velocity.
+the longest shard) so every rank holds the whole velocity. Because each rank owns its tokens' cache, cached keys
+and values cross the all-to-all every step: Jano saves compute here, not traffic (caching after the all-to-all,
+each rank's head group of every token, would save both; not done, it would tie the cache to the attention op).
 
 What each rank holds: the whole model, the whole latent [B, L, C] and its velocity (replicated; small next to
 activations), its own shard's activations, and the cache of its shard (CFG: of its branch).
@@ -197,8 +200,9 @@ class _FieldView:
         return self.field.to_latent(tokens)
 
     def _all_gather(self, what: str, t: Tensor) -> list[Tensor]:
+        t = t.contiguous()
         out = [torch.empty_like(t) for _ in range(self.group.world_size)]
-        _collective(f"the {what} exchange of step {len(self.meter.steps)}", lambda: dist.all_gather(out, t.contiguous()))
+        _collective(f"the {what} exchange of step {len(self.meter.steps)}", lambda: dist.all_gather(out, t))
         self.meter.add(what, t.numel() * t.element_size() * (self.group.world_size - 1))
         return out
 

@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import (
-    PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
+    PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
     timestep_embedding,
 )
 
@@ -152,7 +152,8 @@ def _mlp(dim: int, hidden: int) -> nn.Sequential:
 
 
 def joint_attention(
-    q: Tensor, k: Tensor, v: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None
+    q: Tensor, k: Tensor, v: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+    attention_op: AttentionOp = attention,
 ) -> Tensor:
     """RoPE, then attention over [txt, img] where the image keys may be extended from a cache.
 
@@ -163,7 +164,7 @@ def joint_attention(
         k_img, v_img = kv_cache.extend_kv(layer, k[:, :, n_txt:], v[:, :, n_txt:])
         k = torch.cat([k[:, :, :n_txt], k_img], dim=2)
         v = torch.cat([v[:, :, :n_txt], v_img], dim=2)
-    return attention(q, k, v)
+    return attention_op(q, k, v)
 
 
 class DoubleStreamBlock(nn.Module):
@@ -184,7 +185,7 @@ class DoubleStreamBlock(nn.Module):
 
     def forward(
         self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH,
+        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
     ) -> Tensor:
         """x [B, n_txt + n_img, dim]: the text stream then the image stream, each with its own weights."""
         txt, img = x[:, :n_txt], x[:, n_txt:]
@@ -198,7 +199,7 @@ class DoubleStreamBlock(nn.Module):
                 torch.cat([txt_q, img_q], dim=2),
                 torch.cat([txt_k, img_k], dim=2),
                 torch.cat([txt_v, img_v], dim=2),
-                angles, n_txt, layer, kv_cache,
+                angles, n_txt, layer, kv_cache, attention_op,
             )
 
         attn = hooks.attention(layer, "self", joint)
@@ -229,7 +230,7 @@ class SingleStreamBlock(nn.Module):
 
     def forward(
         self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH,
+        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
     ) -> Tensor:
         (mod,) = self.modulation(vec)
         h = modulate(layer_norm(x), mod.shift, mod.scale)
@@ -242,7 +243,7 @@ class SingleStreamBlock(nn.Module):
             q, k, v = rearrange(nn.functional.linear(h, w[:d], b[:d]), "b l (three h d) -> three b h l d",
                                 three=3, h=self.num_heads)
             q, k = self.norm.query_norm(q), self.norm.key_norm(k)
-            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache)
+            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache, attention_op)
 
         def mlp(rows: Tensor) -> Tensor:
             return nn.functional.gelu(nn.functional.linear(rows, w[d:], b[d:]), approximate="tanh")
@@ -298,6 +299,7 @@ class Flux(nn.Module):
         token_index: Tensor | None = None,
         kv_cache: KVCache | None = None,
         hooks: Hooks | None = None,
+        attention_op: AttentionOp = attention,
     ) -> Tensor:
         """Velocity for packed latents.
 
@@ -306,6 +308,7 @@ class Flux(nn.Module):
         token_index: optional 1-D indices of the image tokens to compute (all text tokens always are);
         the output then has one row per index. kv_cache: optional hook that extends image keys/values.
         hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
+        attention_op: the joint self-attention op (``models.layers.AttentionOp``; default ``attention``).
         Returns [B, L_img or len(token_index), out_channels].
         """
         if img.ndim != 3 or txt.ndim != 3:
@@ -330,7 +333,7 @@ class Flux(nn.Module):
         for i, block in enumerate([*self.double_blocks, *self.single_blocks]):
             x = hooks.block(
                 i, x,
-                lambda x, block=block, i=i: block(x, vec, angles, n_txt, i, kv_cache, hooks),
+                lambda x, block=block, i=i: block(x, vec, angles, n_txt, i, kv_cache, hooks, attention_op),
                 lambda x=x, block=block: block.modulated_input(x, vec, n_txt),
             )
         return self.final_layer(x[:, n_txt:], vec)

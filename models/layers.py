@@ -140,6 +140,16 @@ def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Softmax attention with the default 1/sqrt(D) scale; [B, H, Lq, D] -> [B, Lq, H*D]."""
+    """Softmax attention with the default 1/sqrt(D) scale; [B, H, Lq, D] -> [B, Lq, H*D].
+
+    Every self-attention calls it through an ``AttentionOp`` argument that defaults to this function, so a
+    caller may replace the attention op (for example one that spreads the heads over several processes)."""
     out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).flatten(2)
+
+
+AttentionOp = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``attention``'s signature: (q [B, H, Lq, D], k and v [B, H, Lk, D]) -> [B, Lq, H*D]. The models call it in every
+self-attention with the queries, keys and values this forward holds (after QK-norm, RoPE and
+``KVCache.extend_kv``). The default attends to exactly those keys; a replacement may attend to more, for example to
+the keys of the same sequence's other tokens, held by other processes."""

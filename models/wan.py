@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import (
-    PASS_THROUGH, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
+    PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
     timestep_embedding,
 )
 
@@ -115,13 +115,14 @@ class WanAttention(nn.Module):
 
 
 class WanSelfAttention(WanAttention):
-    def forward(self, x: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
+                attention_op: AttentionOp = attention) -> Tensor:
         q = apply_rope(self.heads(self.norm_q(self.q(x))), angles)
         k = apply_rope(self.heads(self.norm_k(self.k(x))), angles)
         v = self.heads(self.v(x))
         if kv_cache is not None:
             k, v = kv_cache.extend_kv(layer, k, v)
-        return self.o(attention(q, k, v))
+        return self.o(attention_op(q, k, v))
 
 
 class WanCrossAttention(WanAttention):
@@ -149,13 +150,13 @@ class WanAttentionBlock(nn.Module):
 
     def forward(
         self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH,
+        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
     ) -> Tensor:
         """x [B, L, dim] float32 residual stream; e0 [B, 6, dim] float32 time projection."""
         dtype = self.ffn[0].weight.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(6, dim=1)
         h = modulate(layer_norm(x, self.eps), shift_sa, scale_sa).to(dtype)
-        x = x + hooks.attention(layer, "self", lambda: self.self_attn(h, angles, layer, kv_cache)).float() * gate_sa
+        x = x + hooks.attention(layer, "self", lambda: self.self_attn(h, angles, layer, kv_cache, attention_op)).float() * gate_sa
         x = x + hooks.attention(layer, "cross", lambda x=x: self.cross_attn(self.norm3(x).to(dtype), context)).float()
         h = modulate(layer_norm(x, self.eps), shift_ff, scale_ff).to(dtype)
         return x + hooks.mlp(layer, h, self.ffn).float() * gate_ff
@@ -213,12 +214,14 @@ class WanModel(nn.Module):
         token_index: Tensor | None = None,
         kv_cache: KVCache | None = None,
         hooks: Hooks | None = None,
+        attention_op: AttentionOp = attention,
     ) -> Tensor:
         """Like ``forward`` but returns per-token outputs [B, n, prod(patch) * out_dim] (float32).
 
         token_index: optional 1-D indices of the video tokens to compute (default all, in grid order);
         kv_cache: optional hook that extends the self-attention keys/values of the computed tokens.
         hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
+        attention_op: the self-attention op (``models.layers.AttentionOp``; default ``attention``).
         """
         hooks = PASS_THROUGH if hooks is None else hooks
         p, dtype = self.params, self.patch_embedding.weight.dtype
@@ -242,7 +245,7 @@ class WanModel(nn.Module):
         for i, block in enumerate(self.blocks):
             tokens = hooks.block(
                 i, tokens,
-                lambda x, block=block, i=i: block(x, e0, context, angles, i, kv_cache, hooks),
+                lambda x, block=block, i=i: block(x, e0, context, angles, i, kv_cache, hooks, attention_op),
                 lambda x=tokens, block=block: block.modulated_input(x, e0),
             )
         return self.head(tokens, e).float()

@@ -96,6 +96,13 @@ def decide_levels(
     return complexity, block_levels, plan.token_levels, plan, thresholds
 
 
+def _cached_levels(token_levels: Tensor, layout) -> Tensor:
+    """The levels of the tokens this process caches: all of them, or the layout's ``token_shard`` (start, stop) when
+    a field splits the sequence over processes (``runtime.parallel.SequenceParallel``: each rank caches its shard)."""
+    shard = getattr(layout, "token_shard", None)
+    return token_levels if shard is None else token_levels[shard[0]:shard[1]]
+
+
 def sample_jano(
     field_: Callable[..., Tensor],
     x: Tensor,
@@ -114,7 +121,8 @@ def sample_jano(
     ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps;
     ``level_map`` (see ``decide_levels``) overrides the block levels. ``solver`` ("euler" | "unipc") steps the
     whole latent (module docstring). The same levels give the same plan and ideal speedup with either solver; the
-    levels themselves come from the warm-up velocities, which follow the solver's trajectory."""
+    levels themselves come from the warm-up velocities, which follow the solver's trajectory. A layout with
+    ``token_shard`` gets caches for its shard's tokens only."""
     layout = layout if layout is not None else field_
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
@@ -162,7 +170,7 @@ def sample_jano(
                     stack_warmup(warmup), layout, config, num_steps, cost, level_map
                 )
                 report.analysis_seconds = time.perf_counter() - start
-                caches = {b: LevelKVCache(tok_levels.to(x.device)) for b in layout.branches}
+                caches = {b: LevelKVCache(_cached_levels(tok_levels, layout).to(x.device)) for b in layout.branches}
                 report.complexity, report.block_levels, report.token_levels = complexity, block_levels, tok_levels
                 report.plan, report.thresholds = plan, thresholds
                 report.ideal_speedup = plan.ideal_speedup(cost)

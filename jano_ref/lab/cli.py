@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
 from .tiny.data import caption_agreement, caption_truth
 from ..generate import METHODS, cost_against_full, generate
-from .imageio import pixels_to_uint8, write_gif, write_png
+from .imageio import pixels_to_uint8, staged_folder, write_gif, write_png, write_text
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
 from ..pipelines.tiny import SPECS, Setup, load_model, prepare
@@ -89,12 +92,71 @@ def _method_config(method: str, preset: str | None, model: str):
 
 
 def _generate(args: argparse.Namespace) -> int:
+    if args.parallel == "none":
+        return _generate_on(args, None)
+    return _generate_parallel(args)
+
+
+def _generate_parallel(args: argparse.Namespace) -> int:
+    """``--parallel cfg|seq`` on every rank torchrun started: the settings must agree (checked before any work),
+    rank 0 prints and writes, and a failed, killed or silent rank ends the job with a message and no results."""
+    from ..runtime import parallel
+
+    what = f"jano generate --parallel {args.parallel}"
+    if args.method not in ("full", "jano"):
+        raise SystemExit(f"{what}: runs --method full or jano; {args.method} keeps per-branch state that this "
+                         "split does not share. Run it without --parallel")
+    missing = parallel.missing_torchrun_env()
+    if missing:
+        raise SystemExit(f"{what}: {', '.join(missing)} not set; launch with torchrun, for example torchrun "
+                         f"--nproc-per-node 2 -m jano_ref generate \"PROMPT\" --parallel {args.parallel}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "out")}
+
+    def stopped(signum, frame):  # torchrun ends every rank with SIGTERM once one of them has failed or was killed
+        raise parallel.PeerFailure("stopped by torchrun (SIGTERM), which ends the job when a rank fails or is killed")
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        with parallel.distributed(args.device, timeout=timedelta(seconds=args.dist_timeout)) as group:
+            try:
+                parallel.check_same_settings(settings, group)
+                return _generate_on(args, group)
+            except parallel.SettingsMismatch as error:
+                raise SystemExit(f"{what} (rank {group.rank}): {error}") from None
+            except parallel.PeerFailure as failure:
+                raise SystemExit(f"{what} (rank {group.rank}): {failure}; no results were written") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _generate_on(args: argparse.Namespace, group) -> int:
+    """One generation; ``group`` is None in one process, else this rank's ``runtime.parallel.Group``."""
+    if group is not None:  # each rank computes on its own device (cuda:LOCAL_RANK on GPUs)
+        args = argparse.Namespace(**{**vars(args), "device": str(group.device)})
     model = _load(args)
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
+    if group is not None:
+        from ..runtime.parallel import parallel_field
+
+        try:
+            setup = replace(setup, field=parallel_field(setup.field, args.parallel, group))
+        except ValueError as error:  # the model or the rank count does not fit the mode
+            raise SystemExit(f"jano generate --parallel {args.parallel}: {error}") from None
     preset, config = _method_config(args.method, args.preset, args.model)
     methods = ["full"] if args.method == "full" else ["full", args.method]
-    runs, median = _time_methods(args, setup, methods, preset, config)
+    runs, median, wire = _time_methods(args, setup, methods, preset, config, group)
+    if group is not None and group.rank != 0:
+        return 0  # rank 0 reports and writes
     out = Path(args.out)
+    with staged_folder(out) as stage:
+        files = _report_generation(args, setup, preset, methods, runs, median, wire, stage)
+        files = [out / f.relative_to(stage) for f in files]
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _report_generation(args, setup: Setup, preset, methods, runs, median, wire, out: Path) -> list[Path]:
+    """Print the comparison and write the pictures and ``summary.json`` (last) into ``out``; the files written."""
     pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
     files = [f for m in methods for f in _write_picture(out, m, pixels[m])]
     summary = dict(model=args.model, prompt=args.prompt, steps=args.steps, seed=args.seed, method=args.method,
@@ -113,29 +175,51 @@ def _generate(args: argparse.Namespace) -> int:
             f"{m} {a['colour']}/{a['shape']}" for m, a in summary["caption_agreement"].items()))
     if args.random_weights:
         print("note: random weights (--random-weights): the pictures are meaningless; only the pipeline is exercised")
-    summary["files"] = [str(f) for f in files]
-    files.append(out / "summary.json")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+    if wire:
+        summary["parallel"] = _print_wire(args, wire)
+    final = Path(args.out)
+    summary["files"] = [str(final / f.relative_to(out)) for f in files]
+    return files + [write_text(out / "summary.json", json.dumps(summary, indent=2))]
 
 
-def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config):
-    """Each method's last generation and its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
-    timed). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps."""
+def _print_wire(args, wire: dict[str, list[dict[str, float]]]) -> dict:
+    """Print the bytes each rank sent per step (``runtime.parallel.WireMeter``); their summary entry."""
+    ranks = len(next(iter(wire.values())))
+    print(f"--parallel {args.parallel} over {ranks} ranks; payload bytes each rank sent per step (mean over steps; "
+          "measured by counting what the code hands to the collectives):")
+    for method, per_rank in wire.items():
+        print(f"  {method}: " + "; ".join(
+            f"rank {r} {b.get('total', 0) / 1024:.1f} KiB (" + ", ".join(
+                f"{k} {v / 1024:.1f}" for k, v in b.items() if k != "total") + ")"
+            for r, b in enumerate(per_rank)))
+    return dict(mode=args.parallel, world_size=ranks, bytes_per_step=wire)
+
+
+def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config, group=None):
+    """Each method's last generation, its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
+    timed) and, split over ranks (``group``), every rank's bytes sent per step (else empty). JiT brings its own
+    step count and Beta-warped timesteps (sigmas None); full keeps --steps."""
     from ..runtime.timing import timed_runs
 
     sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
     steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
     device = torch.device(args.device)
-    runs, seconds = {}, {}
-    with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling") as bar:
+    meter = getattr(setup.field, "meter", None)
+    runs, seconds, wire = {}, {}, {}
+    with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling",
+                  enabled=group is None or group.rank == 0) as bar:
         for method in methods:
             def once(method=method):
+                if meter is not None:
+                    meter.reset()  # count the last run only
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
                                 callback=lambda info: bar.update(note=method))
             runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
-    return runs, {m: float(np.median(s)) for m, s in seconds.items()}
+            if group is not None:
+                from ..runtime.parallel import gather_per_step
+
+                wire[method] = gather_per_step(meter, group)
+    return runs, {m: float(np.median(s)) for m, s in seconds.items()}, wire
 
 
 def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summary: dict, out: Path) -> list[Path]:
@@ -145,7 +229,8 @@ def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summa
     files = []
     quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
     if args.method == "jano":
-        files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
+        if report.token_levels is not None:  # None when --steps leaves no step after Jano's warm-up
+            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
         print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
     elif args.method == "jit":
         print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
@@ -296,6 +381,11 @@ def _add_generate(sub) -> None:
     gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
     gen.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
     gen.add_argument("--out", default="out")
+    gen.add_argument("--parallel", default="none", choices=["none", "cfg", "seq"],
+                     help="under torchrun: cfg runs the guidance branches on 2 ranks, seq splits the tokens over the "
+                     "ranks (Ulysses attention); only rank 0 prints and writes (README, Parallel generation)")
+    gen.add_argument("--dist-timeout", type=float, default=600.0,
+                     help="with --parallel: seconds a rank waits for the others before the job fails")
     gen.set_defaults(func=_generate)
 
 

@@ -4,9 +4,13 @@ needed)."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,6 +46,26 @@ def _write_atomic(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Atomic UTF-8 text write (see ``_write_atomic``)."""
     return _write_atomic(path, text.encode())
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """A hidden sibling of ``out`` to write a command's results into; they move into ``out`` (``summary.json``
+    last) only when the block ends without an error, and the stage is removed either way. So a run that fails or
+    is stopped part-way leaves ``out`` as it was: no partial results (a killed process may leave the hidden
+    ``.NAME.partial-*`` folder, never files in ``out``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+        files = sorted((f for f in stage.rglob("*") if f.is_file()), key=lambda f: (f.name == "summary.json", f))
+        for f in files:
+            target = out / f.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def pixels_to_uint8(frame: Tensor, scale: int = 1) -> np.ndarray:

@@ -7,7 +7,9 @@ in the model's own token order, so samplers and accelerators never need to know 
 Both accept the models' optional hooks: ``token_index`` (compute only these tokens) and ``kv_caches`` (one
 ``models.layers.KVCache`` per guidance branch, keyed by branch name), and return one row per computed token;
 ``hooks`` (one ``models.layers.Hooks`` per guidance branch) is what the step and feature caches of
-``jano_ref.baselines`` plug into.
+``jano_ref.baselines`` plug into; ``attention_op`` replaces the self-attention op (``models.layers.AttentionOp``,
+``runtime.parallel``'s sequence parallelism). ``branch_velocity`` runs one guidance branch alone (CFG-parallel
+runs each branch on its own process and mixes them with the same ``guidance_mix``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from models import Flux, WanModel
 from models.flux import image_ids, pack, text_ids, unpack
-from models.layers import Hooks, KVCache
+from models.layers import AttentionOp, Hooks, KVCache, attention
 
 from .cost import TokenCost
 from .sampling import guidance_mix
@@ -86,16 +88,18 @@ class FluxVelocity:
 
     def __call__(
         self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None,
-        hooks: dict[str, Hooks] | None = None,
+        hooks: dict[str, Hooks] | None = None, attention_op: AttentionOp = attention,
     ) -> Tensor:
-        v_cond = self._run(self.cond, "cond", x, sigma, token_index, kv_caches, hooks)
-        if self.uncond is None:
-            return v_cond.to(x.dtype)
-        v_uncond = self._run(self.uncond, "uncond", x, sigma, token_index, kv_caches, hooks)
-        return guidance_mix(v_cond, v_uncond, self.guide_scale).to(x.dtype)
+        return _guided(self, x, sigma, token_index, kv_caches, hooks, attention_op)
 
-    def _run(self, c: FluxConditioning, branch: str, x: Tensor, sigma: Tensor, token_index, kv_caches, hooks
-             ) -> Tensor:
+    def branch_velocity(
+        self, branch: str, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None,
+        kv_cache: KVCache | None = None, hooks: Hooks | None = None, attention_op: AttentionOp = attention,
+    ) -> Tensor:
+        """One guidance branch's model output (in the model's dtype), before guidance."""
+        if branch not in self.branches:
+            raise ValueError(f"unknown guidance branch {branch!r}; this field has {self.branches}")
+        c = self.cond if branch == "cond" else self.uncond
         b = x.shape[0]
         dtype = self.model.img_in.weight.dtype  # inputs follow the model; the velocity comes back in x's dtype
         guidance = None
@@ -110,8 +114,9 @@ class FluxVelocity:
             y=c.y.to(dtype).expand(b, -1),
             guidance=guidance,
             token_index=token_index,
-            kv_cache=None if kv_caches is None else kv_caches[branch],
-            hooks=None if hooks is None else hooks[branch],
+            kv_cache=kv_cache,
+            hooks=hooks,
+            attention_op=attention_op,
         )
 
     def token_cost(self) -> TokenCost:
@@ -175,21 +180,22 @@ class WanVelocity:
 
     def __call__(
         self, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None, kv_caches: dict[str, KVCache] | None = None,
-        hooks: dict[str, Hooks] | None = None,
+        hooks: dict[str, Hooks] | None = None, attention_op: AttentionOp = attention,
     ) -> Tensor:
+        return _guided(self, x, sigma, token_index, kv_caches, hooks, attention_op)
+
+    def branch_velocity(
+        self, branch: str, x: Tensor, sigma: Tensor, *, token_index: Tensor | None = None,
+        kv_cache: KVCache | None = None, hooks: Hooks | None = None, attention_op: AttentionOp = attention,
+    ) -> Tensor:
+        """One guidance branch's model output (float32), before guidance."""
+        if branch not in self.branches:
+            raise ValueError(f"unknown guidance branch {branch!r}; this field has {self.branches}")
+        context = self.context if branch == "cond" else self.context_uncond
         video = self.model.unpatchify(x, self.token_grid)
         t = (sigma.reshape(1) * 1000).expand(x.shape[0]).float()  # Wan timesteps are in [0, 1000]
-
-        def run(branch: str, context: Tensor) -> Tensor:
-            cache = None if kv_caches is None else kv_caches[branch]
-            hook = None if hooks is None else hooks[branch]
-            ctx = context.expand(x.shape[0], -1, -1)
-            return self.model.forward_tokens(video, t, ctx, token_index=token_index, kv_cache=cache, hooks=hook)
-
-        v_cond = run("cond", self.context)
-        if self.context_uncond is None:
-            return v_cond.to(x.dtype)
-        return guidance_mix(v_cond, run("uncond", self.context_uncond), self.guide_scale).to(x.dtype)
+        return self.model.forward_tokens(video, t, context.expand(x.shape[0], -1, -1), token_index=token_index,
+                                         kv_cache=kv_cache, hooks=hooks, attention_op=attention_op)
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward per guidance branch."""
@@ -216,3 +222,18 @@ class WanVelocity:
 
     def to_latent(self, tokens: Tensor) -> Tensor:
         return self.model.unpatchify(tokens, self.token_grid)
+
+
+def _guided(field_, x: Tensor, sigma: Tensor, token_index, kv_caches, hooks, attention_op) -> Tensor:
+    """Every branch of ``field_`` (cond first, as in Wan), mixed by ``guidance_mix``; returned in x's dtype."""
+
+    def run(branch: str) -> Tensor:
+        return field_.branch_velocity(
+            branch, x, sigma, token_index=token_index, kv_cache=None if kv_caches is None else kv_caches[branch],
+            hooks=None if hooks is None else hooks[branch], attention_op=attention_op,
+        )
+
+    v_cond = run("cond")
+    if len(field_.branches) == 1:
+        return v_cond.to(x.dtype)
+    return guidance_mix(v_cond, run("uncond"), field_.guide_scale).to(x.dtype)

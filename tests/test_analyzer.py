@@ -3,9 +3,11 @@ mixing and min-max (Eq. 14), inward diffusion (Eq. 15) and its grid helpers (``m
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
+from scipy import ndimage
 from hypothesis import strategies as st
 
 from jano_ref.jano.analyzer import (
@@ -266,7 +268,7 @@ def _ring_slice(n=7, inner=(2, 5), ring=(1, 6), outside=0.3, ring_value=1.0, inn
 
 def test_ring_encloses_interior_and_boost_follows_the_formula():
     layer = _ring_slice()  # 7x7: edge 0.3, ring (rows/cols 1..5) 1.0, 3x3 interior 0.0
-    mu, sigma = layer.mean(), layer.std(correction=0)
+    mu, sigma = layer.mean(), layer.std()  # unbiased, as the official torch.std and our default
     contour = layer > mu + 0.3 * sigma
     assert torch.equal(contour, layer == 1.0)  # the construction does what the test assumes
     d_strength, d_distance = 0.8, 2.0
@@ -294,7 +296,7 @@ def _layer(picture):
     low = torch.tensor([[c == "o" for c in r] for r in rows])
     for b in torch.linspace(0.01, 0.99, 99, dtype=F64):
         layer = torch.where(high, 1.0, torch.where(low, 0.0, b)).to(F64)
-        mu, sigma = layer.mean(), layer.std(correction=0)
+        mu, sigma = layer.mean(), layer.std()  # unbiased, as the official torch.std and our default
         if mu + 1e-3 < b < mu + 0.3 * sigma - 1e-3:
             assert torch.equal(layer > mu + 0.3 * sigma, high) and torch.equal(layer < mu, low)
             return layer
@@ -405,9 +407,52 @@ def test_no_contour_means_no_change_and_slices_are_independent():
         enhance_inward_diffusion(scores, 0.8, 0.0)
 
 
+def _official_enhance(layer: np.ndarray, d_strength: float, d_distance: float) -> np.ndarray:
+    """The official ``DynamicAnalyzer._enhance_combined_score`` on one slice (chen-yy20/Jano, the same at paper-era
+    2a964ea and HEAD 7befec0), written again here from its steps with torch.std and scipy.ndimage (skimage's
+    ``measure.label`` is 8-connected on 2-D, its ``binary_dilation`` default is the cross, as scipy's)."""
+    t = torch.from_numpy(layer)
+    mean, std = t.mean(), torch.std(t)  # torch.std: unbiased (correction=1)
+    contour, low = (t > mean + 0.3 * std).numpy(), (t < mean).numpy()
+    if not contour.any() or not low.any():
+        return layer.copy()
+    candidates = low.copy()
+    candidates[0, :] = candidates[-1, :] = candidates[:, 0] = candidates[:, -1] = False
+    labels, n = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
+    distance = ndimage.distance_transform_edt(~contour)
+    inside = np.zeros_like(candidates)
+    for label in range(1, n + 1):
+        region = labels == label
+        ring = ndimage.binary_dilation(region) & ~region
+        if (distance[ring] <= 2.0).mean() >= 0.3 and region.sum() >= 2:
+            inside |= region
+    out = layer.copy()
+    boost = inside & (distance <= d_distance)
+    out[boost] += np.exp(-distance[boost] / (d_distance / 2)) * layer[contour].mean() * d_strength
+    return out
+
+
+def test_inward_diffusion_matches_the_official_formula_on_smooth_maps():
+    """Smooth random score maps (16 x 16 Flux-like with the Flux settings, 10 x 13 Wan-like slices with Wan's): the
+    default (unbiased std) equals the official code on every map; the population std differs on some of them."""
+    g = torch.Generator().manual_seed(0)
+    differs_with_population_std = 0
+    for shape, (d_strength, d_distance) in [((16, 16), (0.8, 2.0)), ((10, 13), (0.8, 1.0))] * 25:
+        smooth = ndimage.gaussian_filter(torch.randn(shape, generator=g, dtype=F64).numpy(), 1.5)
+        layer = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+        expected = torch.from_numpy(_official_enhance(layer, d_strength, d_distance))
+        ours = enhance_inward_diffusion(torch.from_numpy(layer)[None], d_strength, d_distance)[0]
+        # float64 on both sides; only the order of the sums differs (the mean, the std, the contour mean)
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+        population = enhance_inward_diffusion(torch.from_numpy(layer)[None], d_strength, d_distance, std_correction=0)
+        differs_with_population_std += not torch.allclose(population[0], expected, rtol=1e-12, atol=1e-12)
+    assert differs_with_population_std >= 1  # so the test above tells the two corrections apart
+
+
 def test_std_correction_moves_the_contour_threshold():
     # 3x3 slice: one block at 1.0, one at v, the rest 0. Find v that is a contour block under the population std
-    # (official np.std) but not under the unbiased std, and check that the option switches it.
+    # (np.std of the first official commits) but not under the unbiased std (the official torch.std since
+    # 2025-11-19, the default), and check that the option switches it.
     for v in torch.linspace(0.0, 1.0, 10001, dtype=F64):  # the window is ~0.006 wide
         layer = torch.zeros(3, 3, dtype=F64)
         layer[0, 0], layer[0, 1] = 1.0, v

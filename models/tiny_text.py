@@ -131,7 +131,11 @@ class TinyTextEncoder:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> tuple[Tensor, Tensor]:
-        """Flux inputs: (txt [B, max_tokens, context_in_dim], y [B, vec_in_dim])."""
+        """Flux inputs: (txt [B, max_tokens, context_in_dim], y [B, vec_in_dim]).
+
+        Row i equals ``flux(captions[i], ...)`` up to float rounding, not bit for bit: the pooled projection is a
+        [B, dim] matmul, and BLAS may sum a batch in another order than a single row. Training encodes batches and
+        generation single captions, which is fine at that precision."""
         txt = self.tokens(captions, context_in_dim, max_tokens, device=device, dtype=dtype)
         y = self.pooled(captions, context_in_dim, vec_in_dim, max_tokens, device=device, dtype=dtype)
         return txt, y

@@ -3,9 +3,11 @@ mixing and min-max (Eq. 14), inward diffusion (Eq. 15) and its grid helpers (``m
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
+from scipy import ndimage
 from hypothesis import strategies as st
 
 from jano_ref.jano.analyzer import (
@@ -89,13 +91,15 @@ def test_hand_computed_spatial_change_with_lag_one():
     warmup = torch.stack([torch.stack([a, b], dim=-1).reshape(2, 1, 1, 2) for b in others])  # [3, 2, 1, 1, 2]
     report = analyze(warmup, (1, 1, 2), alpha=0.0, **NO_BOOST)
     assert report.lag == 1 and report.num_steps == 3 and default_lag(3) == 1 and default_lag(7) == 3
-    assert report.spatial.item() == 3.5
-    assert report.temporal.item() == 0.0
+    # Hand values vs the implementation: the distances come from a sqrt (of 25, 100, 1), which torch does not
+    # round correctly on every CPU path, so compare to float64 precision rather than bit for bit.
+    assert report.spatial.item() == pytest.approx(3.5, rel=1e-12)
+    assert report.temporal.item() == 0.0  # one frame: only the zero diagonal, exactly 0 on any path
     # Same numbers through the primitive: lag 2 uses only k = 2: |1 - 5| = 4 on 2 of 4 pairs -> 2.
     d = torch.tensor([5.0, 10.0, 1.0], dtype=F64)
     mats = torch.stack([torch.tensor([[0, x], [x, 0]]) for x in d])
-    assert lagged_change(mats, 2).mean().item() == 2.0
-    assert analyze(warmup, (1, 1, 2), alpha=0.0, lag=2, **NO_BOOST).spatial.item() == 2.0
+    assert lagged_change(mats, 2).mean().item() == 2.0  # integers and a division by 8: exact on any path
+    assert analyze(warmup, (1, 1, 2), alpha=0.0, lag=2, **NO_BOOST).spatial.item() == pytest.approx(2.0, rel=1e-12)
 
 
 def test_hand_computed_temporal_change():
@@ -103,7 +107,8 @@ def test_hand_computed_temporal_change():
     # TD = |4 - 1| on 2 of 4 ordered pairs = 1.5. SD: one position per frame -> 0.
     warmup = torch.tensor([[0.0, 1.0], [0.0, 4.0]], dtype=F64).reshape(2, 1, 2, 1, 1)
     report = analyze(warmup, (2, 1, 1), alpha=1.0, **NO_BOOST)
-    assert report.temporal.item() == 1.5 and report.spatial.item() == 0.0
+    assert report.temporal.item() == pytest.approx(1.5, rel=1e-12)  # via sqrt (see above)
+    assert report.spatial.item() == 0.0
 
 
 def _one_changing_block(seed=0):
@@ -213,7 +218,8 @@ def test_padding_with_large_values_would_change_an_unmasked_score():
     report = analyze(warmup, (1, 2, 2), alpha=0.0, **NO_BOOST)  # last row/col blocks are partial
     zero_padded = torch.nn.functional.pad(warmup, (0, 1, 0, 1))
     unmasked = analyze(zero_padded, (1, 2, 2), alpha=0.0, **NO_BOOST)
-    assert torch.equal(report.spatial[0, 0, 0], unmasked.spatial[0, 0, 0])  # the full block agrees
+    # the full block agrees, bit for bit: both grids are 2 x 2 blocks, so it is the same computation on the same cells
+    assert torch.equal(report.spatial[0, 0, 0], unmasked.spatial[0, 0, 0])
     assert not torch.allclose(report.spatial[0, 1, 1], unmasked.spatial[0, 1, 1])  # the partial one does not
 
 
@@ -232,6 +238,7 @@ def test_minmax_and_mixing():
     assert torch.equal(minmax_normalize(torch.full((3,), 7.0)), torch.zeros(3))
     warmup = rand(4, 2, 2, 4, 4, seed=8)
     r = analyze(warmup, (2, 2, 2), alpha=0.3, **NO_BOOST)
+    # exact: the same elementwise ops on the same tensors as inside analyze (1.0 - 0.3 == 0.7 in float64)
     torch.testing.assert_close(r.combined, minmax_normalize(0.3 * r.temporal + 0.7 * r.spatial), rtol=0, atol=0)
     with pytest.raises(ValueError, match="alpha"):
         analyze(warmup, (2, 2, 2), alpha=1.5, **NO_BOOST)
@@ -244,7 +251,7 @@ def test_low_precision_input_is_computed_in_float32():
     report = analyze(warmup, (1, 2, 2), **FLUX_SETTINGS)
     assert report.combined.dtype == torch.float32
     reference = analyze(warmup.float(), (1, 2, 2), **FLUX_SETTINGS)
-    assert torch.equal(report.combined, reference.combined)
+    assert torch.equal(report.combined, reference.combined)  # exact: the same float32 computation after the cast
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -261,7 +268,7 @@ def _ring_slice(n=7, inner=(2, 5), ring=(1, 6), outside=0.3, ring_value=1.0, inn
 
 def test_ring_encloses_interior_and_boost_follows_the_formula():
     layer = _ring_slice()  # 7x7: edge 0.3, ring (rows/cols 1..5) 1.0, 3x3 interior 0.0
-    mu, sigma = layer.mean(), layer.std(correction=0)
+    mu, sigma = layer.mean(), layer.std()  # unbiased, as the official torch.std and our default
     contour = layer > mu + 0.3 * sigma
     assert torch.equal(contour, layer == 1.0)  # the construction does what the test assumes
     d_strength, d_distance = 0.8, 2.0
@@ -289,7 +296,7 @@ def _layer(picture):
     low = torch.tensor([[c == "o" for c in r] for r in rows])
     for b in torch.linspace(0.01, 0.99, 99, dtype=F64):
         layer = torch.where(high, 1.0, torch.where(low, 0.0, b)).to(F64)
-        mu, sigma = layer.mean(), layer.std(correction=0)
+        mu, sigma = layer.mean(), layer.std()  # unbiased, as the official torch.std and our default
         if mu + 1e-3 < b < mu + 0.3 * sigma - 1e-3:
             assert torch.equal(layer > mu + 0.3 * sigma, high) and torch.equal(layer < mu, low)
             return layer
@@ -400,9 +407,52 @@ def test_no_contour_means_no_change_and_slices_are_independent():
         enhance_inward_diffusion(scores, 0.8, 0.0)
 
 
+def _official_enhance(layer: np.ndarray, d_strength: float, d_distance: float) -> np.ndarray:
+    """The official ``DynamicAnalyzer._enhance_combined_score`` on one slice (chen-yy20/Jano, the same at paper-era
+    2a964ea and HEAD 7befec0), written again here from its steps with torch.std and scipy.ndimage (skimage's
+    ``measure.label`` is 8-connected on 2-D, its ``binary_dilation`` default is the cross, as scipy's)."""
+    t = torch.from_numpy(layer)
+    mean, std = t.mean(), torch.std(t)  # torch.std: unbiased (correction=1)
+    contour, low = (t > mean + 0.3 * std).numpy(), (t < mean).numpy()
+    if not contour.any() or not low.any():
+        return layer.copy()
+    candidates = low.copy()
+    candidates[0, :] = candidates[-1, :] = candidates[:, 0] = candidates[:, -1] = False
+    labels, n = ndimage.label(candidates, structure=np.ones((3, 3), dtype=bool))
+    distance = ndimage.distance_transform_edt(~contour)
+    inside = np.zeros_like(candidates)
+    for label in range(1, n + 1):
+        region = labels == label
+        ring = ndimage.binary_dilation(region) & ~region
+        if (distance[ring] <= 2.0).mean() >= 0.3 and region.sum() >= 2:
+            inside |= region
+    out = layer.copy()
+    boost = inside & (distance <= d_distance)
+    out[boost] += np.exp(-distance[boost] / (d_distance / 2)) * layer[contour].mean() * d_strength
+    return out
+
+
+def test_inward_diffusion_matches_the_official_formula_on_smooth_maps():
+    """Smooth random score maps (16 x 16 Flux-like with the Flux settings, 10 x 13 Wan-like slices with Wan's): the
+    default (unbiased std) equals the official code on every map; the population std differs on some of them."""
+    g = torch.Generator().manual_seed(0)
+    differs_with_population_std = 0
+    for shape, (d_strength, d_distance) in [((16, 16), (0.8, 2.0)), ((10, 13), (0.8, 1.0))] * 25:
+        smooth = ndimage.gaussian_filter(torch.randn(shape, generator=g, dtype=F64).numpy(), 1.5)
+        layer = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+        expected = torch.from_numpy(_official_enhance(layer, d_strength, d_distance))
+        ours = enhance_inward_diffusion(torch.from_numpy(layer)[None], d_strength, d_distance)[0]
+        # float64 on both sides; only the order of the sums differs (the mean, the std, the contour mean)
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+        population = enhance_inward_diffusion(torch.from_numpy(layer)[None], d_strength, d_distance, std_correction=0)
+        differs_with_population_std += not torch.allclose(population[0], expected, rtol=1e-12, atol=1e-12)
+    assert differs_with_population_std >= 1  # so the test above tells the two corrections apart
+
+
 def test_std_correction_moves_the_contour_threshold():
     # 3x3 slice: one block at 1.0, one at v, the rest 0. Find v that is a contour block under the population std
-    # (official np.std) but not under the unbiased std, and check that the option switches it.
+    # (np.std of the first official commits) but not under the unbiased std (the official torch.std since
+    # 2025-11-19, the default), and check that the option switches it.
     for v in torch.linspace(0.0, 1.0, 10001, dtype=F64):  # the window is ~0.006 wide
         layer = torch.zeros(3, 3, dtype=F64)
         layer[0, 0], layer[0, 1] = 1.0, v
@@ -467,8 +517,15 @@ def test_distance_to_mask_matches_brute_force(h, w, p, seed):
     targets = mask.nonzero().tolist()
     for i in range(h):
         for j in range(w):
-            expected = min((math.sqrt((i - y) ** 2 + (j - x) ** 2) for y, x in targets), default=math.inf)
-            assert d[i, j].item() == expected
+            squared = min(((i - y) ** 2 + (j - x) ** 2 for y, x in targets), default=math.inf)
+            expected = math.sqrt(squared)
+            if math.isinf(expected) or expected == int(expected):
+                # whole distances are exact (the official thresholds d <= 1, 2 rely on it); so are 0 and inf
+                assert d[i, j].item() == expected
+            else:
+                # torch's float64 sqrt is not correctly rounded on every CPU path: it may differ from math.sqrt by
+                # one ulp (AVX-512: sqrt(2) = 1.414213562373095 vs 1.4142135623730951), so allow a few ulp
+                assert math.isclose(d[i, j].item(), expected, rel_tol=1e-15, abs_tol=0.0)
 
 
 @settings(max_examples=30, deadline=None)

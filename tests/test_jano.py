@@ -330,7 +330,32 @@ def test_presets_carry_the_published_numbers_and_cite_them():
             assert (c.static_thresh, c.static_interval, c.medium_thresh, c.medium_interval) == row
             assert "Appendix B" in c.source
     assert all(c.source for c in JANO_PRESETS.values())
+    # the warm-up stack of the official scripts' runs: Flux's timed runs 7 velocities; Wan the noise + 6 velocities
+    assert not flux.include_noise and wan.include_noise and JANO_PRESETS["wan-2x"].include_noise
+    assert JANO_PRESETS["wan-no-noise"] == wan.replace(include_noise=False, source=JANO_PRESETS["wan-no-noise"].source)
+    assert all(c.contour_std_correction == 1 for c in JANO_PRESETS.values())  # the official torch.std
     with pytest.raises(KeyError, match="flux-dev"):
         get_preset("nope")
     with pytest.raises(ValueError, match="warm-up"):
         flux.replace(warmup_steps=1)
+    with pytest.raises(ValueError, match="contour_std_correction"):
+        flux.replace(contour_std_correction=2)
+
+
+@pytest.mark.parametrize("correction", [0, 1])
+def test_the_contour_std_correction_and_the_noise_reach_the_analyzer(monkeypatch, correction):
+    import jano_ref.jano.sampler as sampler
+
+    seen = []
+
+    def analyze(warmup, grid, **settings):
+        seen.append((warmup.shape[0], settings["std_correction"]))
+        return real(warmup, grid, **settings)
+
+    real = sampler.analyze
+    monkeypatch.setattr(sampler, "analyze", analyze)
+    field, noise, sigmas = wan_field()
+    for include_noise in (False, True):
+        config = SMALL_WAN.replace(contour_std_correction=correction, include_noise=include_noise)
+        generate(field, noise, sigmas, method="jano", config=config)
+    assert seen == [(3, correction), (4, correction)]  # K = warmup_steps velocities, + 1 with the noise

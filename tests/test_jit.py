@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jano_ref.jit.anchors import grow_anchors, initial_anchors, lattice_and_border, local_variance
+from jano_ref.jit.anchors import (
+    by_importance, grow_anchors, initial_anchor_order, initial_anchors, lattice_and_border, local_variance,
+)
 from jano_ref.jit.config import PRESETS, JiTConfig, get_jit_preset
 from jano_ref.jit.lift import grid_coordinates, make_lifter, nearest_anchor
 from jano_ref.jit.microflow import hitting_flow, micro_flow, micro_flow_target, transition_noise
@@ -304,6 +307,98 @@ def test_growth_matches_brute_force_variance(grid, seed, frac):
         assert imp[added].min() >= imp[left].max()
 
 
+def _official_importance(v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``_compute_importance_map`` of the official pipeline_flux_JiT.py (@818ed8d), one sample, written again:
+    3 x 3 avg_pool2d with padding 1 and the default count_include_pad=True, variance per channel, channel mean."""
+    v2d = v.reshape(1, h, w, -1).permute(0, 3, 1, 2)
+    mean = F.avg_pool2d(v2d, 3, stride=1, padding=1)
+    return (F.avg_pool2d(v2d**2, 3, stride=1, padding=1) - mean**2).mean(dim=1).flatten()
+
+
+def test_zero_padded_variance_is_the_codes_importance_map():
+    h, w = 7, 9
+    v = torch.randn(1, h * w, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    official = _official_importance(v, h, w)
+    # float64 on both sides; only the pooling arithmetic differs (a 3-D pool and a division by the frame share)
+    torch.testing.assert_close(local_variance(v, (1, h, w), padding="zeros"), official, rtol=1e-12, atol=1e-12)
+    # the paper's local variance ("valid") is the code's inside the grid and differs on its border
+    valid = local_variance(v, (1, h, w)).reshape(h, w)
+    official = official.reshape(h, w)
+    torch.testing.assert_close(valid[1:-1, 1:-1], official[1:-1, 1:-1], rtol=1e-12, atol=1e-12)
+    border = torch.ones(h, w, dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    assert ((valid - official)[border].abs() > 1e-3).all()
+    # video: zeros beyond rows and columns count, frames count only inside the grid (brute force)
+    grid = (3, 4, 5)
+    v = torch.randn(1, math.prod(grid), 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    vol = F.pad(v[0].reshape(*grid, 2).permute(3, 0, 1, 2), (1, 1, 1, 1))  # [2, T, H + 2, W + 2], zero border
+    expected = torch.empty(grid, dtype=torch.float64)
+    for f, r, c in grid_coordinates(grid).tolist():
+        win = vol[:, max(0, f - 1) : f + 2, r : r + 3, c : c + 3].reshape(2, -1)  # all 9 cells of each frame
+        expected[f, r, c] = ((win**2).mean(1) - win.mean(1) ** 2).mean()
+    torch.testing.assert_close(local_variance(v, grid, padding="zeros"), expected.flatten(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="padding"):
+        local_variance(v, grid, padding="reflect")
+
+
+def _official_nearest(grid, order: torch.Tensor) -> torch.Tensor:
+    """``_irregular_interpolation`` step 1 of the official code, written again: for every token, the token index of
+    ``cdist(coords, coords[anchors]).argmin`` over the anchor list in its stored order (argmin: the first minimum).
+    The code has (row, col) coordinates; (frame, row, col) here, the video extension."""
+    coords = grid_coordinates(grid).float()
+    return order[torch.cdist(coords, coords[order]).argmin(dim=-1)]
+
+
+@SETTINGS
+@given(grid=grids, frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_stored_tie_order_is_the_codes_argmin_over_its_anchor_list(grid, frac, seed):
+    n = math.prod(grid)
+    anchors = _random_subset(n, int(frac * n), seed)
+    order = anchors[torch.randperm(len(anchors), generator=torch.Generator().manual_seed(seed + 1))]
+    cfg = get_jit_preset("jit-4x")
+    stored = make_lifter(grid, anchors, cfg.replace(tie_order="stored"), order=order)
+    assert torch.equal(stored.anchors[stored.nearest], _official_nearest(grid, order))
+    index = make_lifter(grid, anchors, cfg)  # "index" = the same rule over the sorted list
+    assert torch.equal(index.anchors[index.nearest], _official_nearest(grid, anchors))
+
+
+def test_tie_orders_differ_on_an_equidistant_token():
+    grid, anchors, order = (1, 1, 3), torch.tensor([0, 2]), torch.tensor([2, 0])  # token 1 is 1 from both
+    cfg = get_jit_preset("jit-4x-code")
+    assert cfg.tie_order == "stored" and _official_nearest(grid, order)[1] == 2
+    assert make_lifter(grid, anchors, cfg, order=order).nearest[1] == 1  # position of token 2 in the sorted set
+    assert make_lifter(grid, anchors, cfg.replace(tie_order="index")).nearest[1] == 0
+    with pytest.raises(ValueError, match="order"):
+        make_lifter(grid, anchors, cfg)
+    with pytest.raises(ValueError, match="order must hold"):
+        make_lifter(grid, anchors, cfg, order=torch.tensor([2, 1]))
+
+
+def test_code_mode_sampler_keeps_the_anchor_order_and_pads_with_zeros():
+    """A 12 x 12 grid: the lattice + border (69) exceeds the first budget (57), so the kept set comes in a random
+    drawn order, as in the code, and many nearest-anchor ties break differently from the index rule."""
+    grid = (1, 12, 12)
+    cfg = JiTConfig(6, (0.4, 0.7, 1.0), micro_flow="blend", variance_padding="zeros", tie_order="stored", seed=3)
+    steps = []
+    _, report = sample_jit(ToyField(grid), _toy_noise(grid), cfg, callback=steps.append)
+    order = initial_anchor_order(grid, len(report.anchor_sets[0]), torch.Generator().manual_seed(cfg.seed))
+    ties_matter = False
+    for info in steps:
+        if info["i"] in report.transition_steps:
+            importance = local_variance(steps[info["i"] - 1]["velocity"], grid, padding="zeros")
+            k = report.transition_steps.index(info["i"])
+            grown, new = grow_anchors(order.sort().values, importance, len(report.anchor_sets[k + 1]))
+            assert torch.equal(grown, report.anchor_sets[k + 1])
+            order = torch.cat([order, by_importance(new, importance)])
+        if info["computed"] is None:
+            continue
+        anchors = order.sort().values
+        u = info["velocity"][:, anchors]
+        assert torch.equal(info["velocity"], make_lifter(grid, anchors, cfg, order=order)(u))  # same computation
+        ties_matter |= not torch.equal(info["velocity"], make_lifter(grid, anchors, cfg.replace(tie_order="index"))(u))
+    assert ties_matter
+
+
 @pytest.mark.parametrize(
     "preset,grid,counts,ends",
     [
@@ -333,6 +428,13 @@ def test_presets_cite_a_source_and_have_the_paper_tiers():
     assert (PRESETS["jit-4x"].num_steps, PRESETS["jit-4x"].token_fractions) == (18, (0.35, 0.62, 1.0))
     assert (PRESETS["jit-7x"].num_steps, PRESETS["jit-7x"].token_fractions) == (11, (0.32, 0.60, 1.0))
     assert PRESETS["jit-4x"].micro_flow == "exact" and PRESETS["jit-4x-code"].micro_flow == "blend"
+    for name, preset in PRESETS.items():  # the code's importance padding and tie order only in the -code presets
+        code = name.endswith("-code")
+        assert (preset.variance_padding, preset.tie_order) == (("zeros", "stored") if code else ("valid", "index"))
+    with pytest.raises(ValueError, match="variance_padding"):
+        JiTConfig(10, (0.3, 1.0), stage_ends=(0.5, 1.0), variance_padding="reflect")
+    with pytest.raises(ValueError, match="tie_order"):
+        JiTConfig(10, (0.3, 1.0), stage_ends=(0.5, 1.0), tie_order="random")
     with pytest.raises(ValueError):
         JiTConfig(10, (0.5, 0.3, 1.0))  # not nested
     with pytest.raises(ValueError):

@@ -1,11 +1,13 @@
 """The README results section writer and the model card, on synthetic results and random weights."""
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
 
 from jano_ref.lab.eval import report
+from jano_ref.lab.eval.analysis import StudyResult
 from jano_ref.lab.tiny.card import smoothed, write_card
 from jano_ref.pipelines.tiny import load_model
 
@@ -68,6 +70,7 @@ def test_model_card_from_a_checkpoint(tmp_path):
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in card and "| colour agrees |" in card
     assert "t ~ uniform." in card and "--t-sampling uniform --out DIR" in card  # the run's own noise levels
     assert "--precision fp32" in card  # a setting the log predates is stated at the default it ran with
+    assert report.placeholders(card) == []
     for name in ("tiny-flux_loss.png", "tiny-flux_samples.png", "tiny-flux.agreement.json"):
         assert (tmp_path / name).exists()
     agreement = json.loads((tmp_path / "tiny-flux.agreement.json").read_text())
@@ -100,3 +103,49 @@ def test_edits_made_to_the_readme_during_a_run_are_kept(tmp_path, monkeypatch):
     report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
     text = readme.read_text()
     assert text.startswith("intro\nedited during the run\n") and "| jano / flux-dev |" in text and "old" not in text
+
+
+# ---- no unfilled placeholders in what is shipped or written ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_placeholder_check_finds_template_fields_in_prose_only():
+    assert report.placeholders("tiny-wan draws the colour; WAN_STATUS") == ["WAN_STATUS"]
+    assert report.placeholders("measured {speedup:.2f}x, then {results['steps']} steps; TODO") == [
+        "{speedup:.2f}", "{results['steps']}", "TODO"]
+    prose = ("Flux at 1024² and CPU fp32, Eq. 15, FLUX.1, (T, H, W), `JANO_PRESETS` and `ATEN_CPU_CAPABILITY=default`;"
+             "\n```bash\nPYTHONPATH=$PWD python -c 'print({1: 2})'\n```\n")
+    assert report.placeholders(prose) == []
+
+
+def test_shipped_markdown_has_no_unfilled_placeholders():
+    files = [ROOT / "README.md", *sorted((ROOT / "weights").glob("*.md")),
+             *sorted((ROOT / "notebooks" / "results").glob("*/*.md"))]
+    assert len(files) >= 5
+    for path in files:
+        assert report.placeholders(path.read_text()) == [], path.relative_to(ROOT)
+
+
+@pytest.mark.parametrize("model", list(report.PLANS))
+def test_the_section_written_from_the_shipped_results_has_no_placeholders(model):
+    out = ROOT / "notebooks" / "results" / model
+    results = json.loads((out / "results.json").read_text())
+    study = StudyResult(**json.loads((out / "study.json").read_text()))
+    section = report.model_section(model, results, study, out, ROOT)
+    assert f"### {model}" in section and report.placeholders(section) == []
+
+
+def test_regenerate_refuses_to_leave_a_placeholder(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro; WAN_STATUS\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    monkeypatch.setattr(report, "run_model", lambda model, out, quick: pytest.fail("must refuse before the run"))
+    with pytest.raises(ValueError, match="WAN_STATUS"):
+        report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    monkeypatch.setattr(report, "run_model", lambda model, out, quick: (_results(), _FakeStudy()))
+    monkeypatch.setattr(report, "model_section", lambda *args: "### tiny-flux\n\nspeedup SPEEDUP_OF_JANO\n")
+    (tmp_path / "res").mkdir()
+    with pytest.raises(ValueError, match="SPEEDUP_OF_JANO"):
+        report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    assert readme.read_text() == f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n"  # left as it was

@@ -88,7 +88,8 @@ def test_frame_count_must_be_4n_plus_1(one_thread_no_grad):
     ours, ref = reference_pair(seed=3)
     x = video(6, seed=4, batch=1)
     dropped = ref.encode(x).latent_dist.mode()
-    assert torch.equal(dropped, ref.encode(x[:, :, :5]).latent_dist.mode())  # frame 5 had no effect
+    # frame 5 had no effect; exact, as diffusers encodes chunks of 1 + 4 frames and never reads it (same computation)
+    assert torch.equal(dropped, ref.encode(x[:, :, :5]).latent_dist.mode())
     with pytest.raises(ValueError, match=r"F = 6 frames, but F must be 4n \+ 1"):
         ours.encode(x)
     with pytest.raises(ValueError, match="multiples of 8"):

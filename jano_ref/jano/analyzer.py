@@ -307,7 +307,7 @@ def minmax_normalize(scores: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def enclosed_regions(layer: Tensor, *, std_correction: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def enclosed_regions(layer: Tensor, *, std_correction: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     """The official region rules of the inward diffusion on one temporal slice [nh, nw] of normalised scores.
 
     Returns (contour [nh, nw] bool, enclosed [nh, nw] bool, distance [nh, nw] float64 to the nearest contour block):
@@ -318,8 +318,11 @@ def enclosed_regions(layer: Tensor, *, std_correction: int = 0) -> tuple[Tensor,
     3. A component is enclosed if it has >= 2 blocks and >= 30 % of its ring cells lie within distance 2.0 of a
        contour block (contour blocks in the ring count, at distance 0).
 
-    ``std_correction``: 0 (default) is the population std, as ``np.std`` in the official code I could read
-    (``3c5efea``, ``2088726``); 1 gives the unbiased std. The choice moves the contour threshold slightly.
+    ``std_correction``: 1 (default) is the unbiased std, ``torch.std`` in the official ``_enhance_combined_score``
+    since 2025-11-19 (``68e78d4``), so at the paper-era ``2a964ea`` and at HEAD ``7befec0`` that the presets cite; 0
+    is the population std of the first commits' ``np.std`` (``3c5efea`` .. ``7a9c349``). The unbiased std is
+    sqrt(n / (n - 1)) times the population one (1.002 on a 16 x 16 slice): a small shift of the threshold, but enough
+    to move a block across it now and then, and with it a whole region's boost (``JanoConfig.contour_std_correction``).
     """
     if layer.dim() != 2:
         raise ValueError(f"expected a 2-D slice [nh, nw], got shape {tuple(layer.shape)}")
@@ -348,7 +351,7 @@ def enclosed_regions(layer: Tensor, *, std_correction: int = 0) -> tuple[Tensor,
 
 
 def enhance_inward_diffusion(
-    scores: Tensor, d_strength: float, d_distance: float, *, std_correction: int = 0
+    scores: Tensor, d_strength: float, d_distance: float, *, std_correction: int = 1
 ) -> Tensor:
     """Jano Eq. 15 (inferred): boost low-score blocks enclosed by high-score contours, per temporal slice.
 
@@ -359,6 +362,7 @@ def enhance_inward_diffusion(
 
     Slices are independent, and the result is not renormalised (official), so scores can exceed 1. Official
     settings: Flux d_strength 0.8, d_distance 2; Wan 0.8, 1 (only 4-neighbours of a contour, +0.108 * mean contour).
+    ``std_correction`` of the contour threshold: see ``enclosed_regions``.
     """
     if scores.dim() != 3:
         raise ValueError(f"expected block scores [nt, nh, nw], got shape {tuple(scores.shape)}")
@@ -402,13 +406,14 @@ def analyze(
     d_strength: float,
     d_distance: float,
     lag: int | None = None,
-    std_correction: int = 0,
+    std_correction: int = 1,
 ) -> ComplexityReport:
     """Block complexity scores from warm-up velocity predictions [K, C, T, H, W] (or a list of [C, T, H, W]).
 
     ``block_size`` (bt, bh, bw) or a ``BlockGrid`` for the latent (T, H, W); ``lag`` defaults to floor(K / 2).
     Official settings: ``FLUX_SETTINGS`` with ``flux_block_grid(H, W)``; ``WAN_SETTINGS`` with ``WAN_BLOCK``.
-    Images have T = 1 (the temporal score is then 0).
+    Images have T = 1 (the temporal score is then 0). ``std_correction`` of the Eq. 15 contour threshold: 1 (the
+    official unbiased std) or 0 (population std); see ``enclosed_regions``.
     """
     x = stack_warmup(warmup)
     num_steps, t, h, w = x.shape[0], *x.shape[-3:]

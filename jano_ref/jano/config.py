@@ -28,7 +28,11 @@ class JanoConfig:
     d_strength: float  # inward-diffusion boost strength
     d_distance: float  # inward-diffusion reach, in blocks
     block_size: tuple[int, int, int] | None = None
-    include_noise: bool = False  # analyse the initial noise too (official: only by accident, see analyzer.stack_warmup)
+    # prepend the initial noise to the warm-up stack (official: only in a process's first run, analyzer.stack_warmup)
+    include_noise: bool = False
+    # Eq. 15 contour threshold mean + 0.3 std: 1 = unbiased std, the official torch.std since 2025-11-19 (2a964ea and
+    # 7befec0, the commits the presets follow); 0 = population std, the np.std of earlier commits (analyzer docs)
+    contour_std_correction: int = 1
     target_speedup: float | None = None  # if set, thresholds are searched to reach this ideal speedup
     hold_frozen_latents: bool = False  # ablation: frozen tokens keep their latent instead of moving along v
     source: str = ""
@@ -42,20 +46,29 @@ class JanoConfig:
                              "static blocks must score lower than moderate ones")
         if self.static_interval < 1 or self.medium_interval < 1:
             raise ValueError("static_interval and medium_interval are refresh periods in steps and must be >= 1")
+        if self.contour_std_correction not in (0, 1):
+            raise ValueError(f"contour_std_correction={self.contour_std_correction}: use 1 (unbiased std, the official "
+                             "torch.std) or 0 (population std, the np.std of the first official commits)")
 
     def replace(self, **changes) -> "JanoConfig":
         return dataclasses.replace(self, **changes)
 
 
+# What the analyzer sees follows the official scripts' runs (notes jano-official-code.md §3): the Flux script times
+# generations after two untimed ones, whose process-global step counter keeps the initial noise out, so every timed
+# run analyses 7 velocities (include_noise=False); the Wan script makes one generation per process, which always
+# analyses the initial noise plus 6 velocities (include_noise=True, K = 7 and lag 3 as there).
 _FLUX_OFFICIAL = JanoConfig(
     warmup_steps=7, cooldown_steps=2, static_thresh=0.2, medium_thresh=0.4, static_interval=12, medium_interval=4,
-    alpha=0.0, d_strength=0.8, d_distance=2.0, block_size=None,
-    source="official code chen-yy20/Jano run_flux/jano_generate.py (HEAD 7befec0)",
+    alpha=0.0, d_strength=0.8, d_distance=2.0, block_size=None, include_noise=False, contour_std_correction=1,
+    source="official code chen-yy20/Jano run_flux/jano_generate.py and jano/dynamic_analyzer.py (HEAD 7befec0); "
+    "warm-up stack of the timed runs: 7 velocities, no noise",
 )
 _WAN_OFFICIAL = JanoConfig(
     warmup_steps=6, cooldown_steps=4, static_thresh=0.2, medium_thresh=0.4, static_interval=6, medium_interval=3,
-    alpha=0.7, d_strength=0.8, d_distance=1.0, block_size=(7, 6, 8),
-    source="official code chen-yy20/Jano run_wan/jano_generate.py (paper era 2a964ea; HEAD uses medium_thresh 0.6)",
+    alpha=0.7, d_strength=0.8, d_distance=1.0, block_size=(7, 6, 8), include_noise=True, contour_std_correction=1,
+    source="official code chen-yy20/Jano run_wan/jano_generate.py and jano/dynamic_analyzer.py (paper era 2a964ea; "
+    "HEAD uses medium_thresh 0.6); warm-up stack of its one run per process: the initial noise + 6 velocities",
 )
 
 
@@ -70,6 +83,9 @@ def _appendix_b(base: JanoConfig, model: str, row: int, static: float, s_int: in
 PRESETS: dict[str, JanoConfig] = {
     "flux-dev": _FLUX_OFFICIAL,
     "wan": _WAN_OFFICIAL,
+    # The official Wan settings on the 6 velocities alone (K = 6, lag 3), the way flux-dev analyses velocities only.
+    "wan-no-noise": _WAN_OFFICIAL.replace(
+        include_noise=False, source="jano_ref: official wan settings without the initial noise in the warm-up stack"),
     **{f"flux-b{r}": _appendix_b(_FLUX_OFFICIAL, "Flux", r, *v)
        for r, v in enumerate([(0.1, 8, 0.5, 5), (0.2, 10, 0.5, 3), (0.3, 10, 0.6, 3)], start=1)},
     **{f"wan1.3b-b{r}": _appendix_b(_WAN_OFFICIAL, "Wan-1.3B", r, *v)

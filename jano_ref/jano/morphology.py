@@ -66,7 +66,9 @@ def distance_to_mask(mask: Tensor) -> Tensor:
 
     Equals scipy ``ndimage.distance_transform_edt(~mask)`` (0 on the mask). Separable and exact: first the vertical
     distance g[i, j] to the nearest True cell in column j, then d^2[i, j] = min_j' (g[i, j']^2 + (j - j')^2).
-    Integer squares in float64, so distances such as 2.0 compare exactly against the official thresholds.
+    The squares are integers in float64, so the official thresholds (d <= 1.0, 2.0) compare exactly: whole-number
+    distances are set to the integer itself, since torch's float64 sqrt is not correctly rounded on every CPU path
+    (other distances may differ from ``math.sqrt`` in the last bit).
     """
     if mask.dim() != 2 or mask.dtype != torch.bool:
         raise ValueError(f"expected a 2-D bool mask, got {mask.dim()}-D {mask.dtype}")
@@ -78,4 +80,6 @@ def distance_to_mask(mask: Tensor) -> Tensor:
     g = torch.where(mask[None, :, :], vertical[:, :, None], inf).amin(dim=1)  # [i, j]
     horizontal2 = (cols[:, None] - cols[None, :]) ** 2  # [j, j']
     d2 = (g[:, None, :] ** 2 + horizontal2[None, :, :]).amin(dim=-1)  # [i, j]
-    return d2.sqrt()
+    d = d2.sqrt()
+    whole = d.round()
+    return torch.where(whole * whole == d2, whole, d)  # perfect squares: exactly their root

@@ -75,7 +75,8 @@ def decide_levels(
     ``level_map`` replaces the analyzer's block levels before planning (ablations, e.g. Jano §6.5's random maps
     with the same level fractions: ``study.shuffled_levels``)."""
     grid = block_grid_for(layout, config)
-    complexity = analyze(warmup, grid, alpha=config.alpha, d_strength=config.d_strength, d_distance=config.d_distance)
+    complexity = analyze(warmup, grid, alpha=config.alpha, d_strength=config.d_strength, d_distance=config.d_distance,
+                         std_correction=config.contour_std_correction)
 
     def plan_for(block_levels: Tensor) -> JanoPlan:
         return JanoPlan.build(

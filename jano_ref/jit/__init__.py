@@ -37,14 +37,15 @@ Video (tiny-wan, Wan): the paper has no video recipe (HunyuanVideo appears only 
 
 * initial set: the 2-D lattice + border of every frame (not a 3-D stride-2 lattice, whose 1/8 density is far
   below every preset budget and would leave the set mostly random). Every frame then has anchors at spacing 2.
-* nearest-anchor fill: Euclidean distance on (frame, row, column) token coordinates, ties to the lowest token
-  index; with anchors in every frame this is in-frame except where growth or drops leave a frame region bare.
+* nearest-anchor fill: Euclidean distance on (frame, row, column) token coordinates (ties: see below); with
+  anchors in every frame this is in-frame except where growth or drops leave a frame region bare.
 * blur: per frame, spatial only. The width rule sigma = c / sqrt(rho) measures the spacing of a 2-D anchor set;
   along time the anchors are dense (every frame has them), so no temporal smoothing is needed, and none of a
   4x-compressed latent frame's motion is smeared into its neighbours.
 * ITA window: 3 x 3 x 3 (frames x rows x columns), so tokens where the velocity changes between frames (motion)
-  rank high, as do spatial edges. Windows use in-grid neighbours only (``count_include_pad=False``): zero padding
-  would make every token of the first and last frame look important. For images (one frame) the window is 3 x 3.
+  rank high, as do spatial edges. Along frames windows hold in-grid frames only: zero frames would make every
+  token of the first and last frame look important. For images (one frame) the window is 3 x 3. Beyond the rows
+  and columns, ``variance_padding`` applies as for images (below).
 
 Paper vs code (§4.2, §7) -- what this module follows:
 
@@ -55,6 +56,23 @@ Paper vs code (§4.2, §7) -- what this module follows:
 * Beta warp: the paper/README beta = 0.42 in the ``jit-*`` presets; the code's 0.425 in ``jit-*-code``.
 * ITA: the code's min-max normalisation and division by the sum do not change a top-k and are left out; ties
   go to the lowest token index (stable sort).
+* ITA at the grid border (``variance_padding``): the code's ``F.avg_pool2d(..., padding=1)`` keeps the default
+  ``count_include_pad=True``, so zeros beyond the border enter the window means and a border token scores
+  f var + f (1 - f) mean^2 (f = 6/9 on an edge, 4/9 in a corner) instead of its local variance. The paper's
+  formula is a local variance, and the padding reads as an artefact: ``"valid"`` (default; ``jit-4x``,
+  ``jit-7x``) averages in-grid neighbours, ``"zeros"`` (``jit-*-code``) follows the code. It matters only when
+  border tokens are still inactive at a transition: never at the code's 64 x 64 grid, whose lattice + border
+  (1213 tokens) fits the first budget (1310 / 1433) and is all anchors; on a 16 x 16 grid (tiny-flux, a tiny-wan
+  frame) the pattern (109) exceeds the budget (89), random drops leave border tokens out, and 4 of the 69
+  tokens activated at tiny-flux's first jit-4x transition differ (one prompt, measured).
+* nearest-anchor ties (``tie_order``): the code takes ``cdist(...).argmin`` over its anchor list in stored order
+  (lattice + border ascending, then the top-up as drawn, or a random subset in drawn order when the pattern
+  exceeds the budget; then each growth by descending importance), so an equidistant tie goes to the anchor
+  stored first. ``"index"`` (default; ``jit-4x``, ``jit-7x``) gives it to the lowest token index, a rule that
+  depends on the set only; ``"stored"`` (``jit-*-code``) keeps the stored order (``initial_anchor_order``,
+  ``by_importance``). The two differ only in which of several equally near anchors fills a token: at the first
+  stage on 64 x 64, 32-73 of 4096 tokens (ties with top-up anchors); where the pattern exceeds the budget the
+  stored order is random, and about a third of the tokens take another equidistant anchor (16 x 16: 80-85 of 256).
 * blur: the code's reflect-padded Gaussian (7 x 7 at the preset densities) as two small matrix products
   (same numbers up to rounding; a depthwise conv is slow on CPU).
 * everything else (NN + blur lifter, blur width rule, lattice + border init with random top-up or drop,

@@ -23,16 +23,29 @@ def grid_coordinates(grid: Grid, device=None) -> Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
-def nearest_anchor(grid: Grid, anchors: Tensor, *, chunk_elements: int = 1 << 22) -> Tensor:
+def nearest_anchor(grid: Grid, anchors: Tensor, *, rank: Tensor | None = None, chunk_elements: int = 1 << 22) -> Tensor:
     """For every token, the position in ``anchors`` of its nearest anchor (§2, I_k step 1; code: cdist + argmin),
-    in exact integer squared distance on (frame, row, column); ties go to the first anchor (lowest index).
-    Chunked so memory stays ~``chunk_elements`` pairs. [N] int64 on ``anchors``' device."""
+    in exact integer squared distance on (frame, row, column). Among equally near anchors the one of lowest
+    ``rank`` [m] wins (a permutation of 0..m-1; default: the position in ``anchors``, so the lowest token index
+    when they are sorted). Chunked so memory stays ~``chunk_elements`` pairs. [N] int64 on ``anchors``' device."""
     coords = grid_coordinates(grid, anchors.device)
     anchor_coords = coords[anchors]
-    step = max(1, chunk_elements // max(1, len(anchors)))
-    parts = [((coords[s : s + step, None] - anchor_coords[None]) ** 2).sum(-1).argmin(1)
+    m = len(anchors)
+    rank = torch.arange(m, device=anchors.device) if rank is None else rank.to(anchors.device)
+    step = max(1, chunk_elements // max(1, m))
+    # distance first, then rank: one exact integer key, so argmin breaks ties by rank
+    parts = [(((coords[s : s + step, None] - anchor_coords[None]) ** 2).sum(-1) * m + rank).argmin(1)
              for s in range(0, len(coords), step)]
     return torch.cat(parts)
+
+
+def stored_rank(anchors: Tensor, order: Tensor) -> Tensor:
+    """[m] rank of each of the sorted ``anchors`` in ``order`` (the same tokens in the code's stored order)."""
+    if len(order) != len(anchors) or not torch.equal(order.sort().values, anchors.to(order.device)):
+        raise ValueError(f"order must hold exactly the {len(anchors)} anchors, in the order they were added")
+    rank = torch.empty_like(order)
+    rank[torch.searchsorted(anchors.to(order.device), order)] = torch.arange(len(order), device=order.device)
+    return rank
 
 
 def blur_width(density: float, c: float = 0.4, sigma_range: tuple[float, float] = (1.0, 10.0)) -> float:
@@ -92,8 +105,14 @@ class Lifter:
         return blurred.index_copy(1, self.anchors, u)
 
 
-def make_lifter(grid: Grid, anchors: Tensor, config: JiTConfig, device=None) -> Lifter:
-    """The lifter of an anchor set; the blur width follows its density m / N (§2)."""
+def make_lifter(grid: Grid, anchors: Tensor, config: JiTConfig, device=None, *, order: Tensor | None = None) -> Lifter:
+    """The lifter of a sorted anchor set; the blur width follows its density m / N (§2). Nearest-anchor ties follow
+    ``config.tie_order``: "index" (lowest token index) or "stored" (first in ``order``, the anchors in the order
+    they were added: lattice + border, top-up as drawn, then each growth by descending importance; the code's
+    ``cdist(...).argmin`` over its anchor list)."""
+    if config.tie_order == "stored" and order is None:
+        raise ValueError('tie_order="stored" needs the anchors in the order they were added: pass order=...')
     anchors = anchors.to(device)
+    rank = stored_rank(anchors, order.to(device)) if config.tie_order == "stored" else None
     sigma = blur_width(len(anchors) / math.prod(grid), config.blur_c, config.blur_sigma_range)
-    return Lifter(grid, anchors, nearest_anchor(grid, anchors), sigma)
+    return Lifter(grid, anchors, nearest_anchor(grid, anchors, rank=rank), sigma)

@@ -14,7 +14,7 @@ from torch import Tensor
 from ..runtime.cost import TokenCost
 from ..runtime.sampling import make_solver
 from ..runtime.timing import synchronize
-from .anchors import Grid, grow_anchors, initial_anchors, local_variance
+from .anchors import Grid, by_importance, grow_anchors, initial_anchor_order, local_variance
 from .config import JiTConfig, get_jit_preset
 from .lift import make_lifter
 from .microflow import clean_estimate, micro_flow, micro_flow_target, transition_noise
@@ -116,8 +116,9 @@ def sample_jit(
     state_dtype = torch.promote_types(x.dtype, torch.float32)  # as sample_euler: no bf16 accumulation
     state = x.to(state_dtype)
     stepper = make_solver(solver, sigmas)
-    anchors = initial_anchors(grid, budgets[stage_of_step(0, bounds)], torch.Generator().manual_seed(config.seed))
-    lifter = make_lifter(grid, anchors, config, x.device)
+    order = initial_anchor_order(grid, budgets[stage_of_step(0, bounds)], torch.Generator().manual_seed(config.seed))
+    anchors = order.sort().values  # ``order``: as added, for config.tie_order == "stored"
+    lifter = make_lifter(grid, anchors, config, x.device, order=order)
     report.anchor_sets.append(anchors)
     noise = None
     y_prev = v_prev = None
@@ -128,12 +129,14 @@ def sample_jit(
         synchronize(x.device)
         start = time.perf_counter()
         if budgets[stage] > len(anchors):  # transition: ITA, then DMF (never at i = 0: the first set fits)
-            anchors, new = grow_anchors(anchors, local_variance(v_prev, grid, config.variance_window), budgets[stage])
+            importance = local_variance(v_prev, grid, config.variance_window, config.variance_padding)
+            anchors, new = grow_anchors(anchors, importance, budgets[stage])
+            order = torch.cat([order, by_importance(new, importance)])
             noise = transition_noise(x.shape, config.seed, state_dtype, x.device) if noise is None else noise
             new = new.to(x.device)
             target = micro_flow_target(clean_estimate(y_prev, v_prev, sigmas[i - 1]), lifter, new, sigma, noise)
             state = micro_flow(state, new, target, config.micro_flow, config.micro_flow_steps)
-            lifter = make_lifter(grid, anchors, config, x.device)
+            lifter = make_lifter(grid, anchors, config, x.device, order=order)
             stepper.restart()  # the micro-flow moved the state outside the solver: no multistep across it
             report.anchor_sets.append(anchors)
             report.transition_steps.append(i)

@@ -141,7 +141,8 @@ def run_study(name: str, *, prompts: int = 16, steps: int = 50, warmup_steps=(2,
             for j, k in enumerate(warmup_steps):
                 predicted = {
                     "jano": analyze(traj.velocities[:k], grid, alpha=config.alpha,
-                                    d_strength=config.d_strength, d_distance=config.d_distance).enhanced,
+                                    d_strength=config.d_strength, d_distance=config.d_distance,
+                                    std_correction=config.contour_std_correction).enhanced,
                     "fft": fft_complexity_map(traj.states[k], grid),
                 }
                 for m, score in predicted.items():

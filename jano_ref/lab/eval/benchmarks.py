@@ -68,7 +68,8 @@ def bench_analyzer(repeats: int, device: torch.device, dtype: torch.dtype) -> No
     for name, shape, grid, cfg, real_flops in cases:
         warmup = torch.randn(shape, device=device, dtype=torch.float32)
         seconds = median_seconds(
-            lambda: analyze(warmup, grid, alpha=cfg.alpha, d_strength=cfg.d_strength, d_distance=cfg.d_distance),
+            lambda: analyze(warmup, grid, alpha=cfg.alpha, d_strength=cfg.d_strength, d_distance=cfg.d_distance,
+                            std_correction=cfg.contour_std_correction),
             repeats, device,
         )
         real_s = real_flops / rate

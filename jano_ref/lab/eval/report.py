@@ -10,6 +10,7 @@ Everything in the section comes from files this writes under ``--out`` (default 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from .tables import best_near, matched_table, results_markdown
 
 BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
+
+# Unfilled template fields in markdown prose: an ALL_CAPS_NAME with an underscore (a placeholder such as WAN_STATUS
+# left for a number), a {field} of a str.format / f-string that was never formatted, or a TODO-style marker. Code
+# spans and fenced blocks are skipped: real constants and environment variables are written there, in backticks.
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+_PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b|\{[A-Za-z_][^{}\n]*\}|\b(?:TODO|TBD|FIXME|XXX)\b")
+
+
+def placeholders(markdown: str) -> list[str]:
+    """The unfilled template fields in ``markdown`` outside code (see ``_PLACEHOLDER``); [] when there are none."""
+    return _PLACEHOLDER.findall(_CODE.sub("", markdown))
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,11 @@ def regenerate(readme: str | Path, out: str | Path = "notebooks/results", *, qui
     kept = split_sections(old)
     order = list(PLANS) + [m for m in kept if m not in PLANS]
     body = "\n".join(sections.get(m) or kept[m] for m in order if m in sections or m in kept)
-    readme.write_text(f"{head}{BEGIN}\n\n{body}\n{END}{tail}")
+    new = f"{head}{BEGIN}\n\n{body}\n{END}{tail}"
+    if placeholders(new):
+        raise ValueError(f"the rewritten {readme} would keep unfilled placeholders {placeholders(new)}; fill them in "
+                         f"(results section: the writer in {__name__}; elsewhere: by hand) and run again")
+    readme.write_text(new)
     print(f"rewrote the {', '.join(sections)} results in {readme} from {out}")
     return body
 
@@ -153,6 +169,10 @@ def _read_with_markers(readme: Path) -> str:
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise ValueError(f"{readme} has no results markers; add the two lines\n{BEGIN}\n{END}\nwhere the section goes")
+    outside = text.split(BEGIN, 1)[0] + text.split(END, 1)[1]  # the section itself is rewritten
+    if placeholders(outside):
+        raise ValueError(f"{readme} holds unfilled placeholders {placeholders(outside)} outside the results section; "
+                         "replace them with the real text first")
     return text
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .baselines import BASELINES, BaselineReport, sample_baseline
+from .jano.cache import CacheOptions
 from .jano.config import JanoConfig, get_preset
 from .jano.sampler import JanoReport, sample_jano
 from .jit import JiTReport, get_jit_preset, sample_jit
@@ -61,6 +62,7 @@ def generate(
     callback: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
     level_map: Callable[[Tensor], Tensor] | None = None,
+    cache: CacheOptions | None = None,
 ) -> Generation:
     """Sample token latents from ``noise`` [B, L, D] over ``sigmas`` with ``method``.
 
@@ -69,14 +71,18 @@ def generate(
     ``JanoConfig`` for ``method="jano"``, a baseline preset or config for the caching baselines
     (``jano_ref.baselines``), a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
     have ``num_steps + 1`` entries, or be None for the preset's own Beta-warped steps, ``jit.beta_sigmas``); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    ``cache`` (``jano.cache.CacheOptions``: storage mode, offload, memory budget) is Jano's KV cache; other methods refuse it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if cache is not None and cache != CacheOptions() and method != "jano":
+        raise ValueError(f"cache options {cache} are for Jano's KV cache; method {method!r} has none. Drop them "
+                         "(or --kv-offload / --kv-cache-mode / --max-cache-mb) or use method='jano'")
     with torch.inference_mode():  # sampling never needs gradients
-        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map)
+        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, cache)
 
 
-def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map) -> Generation:
+def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, cache) -> Generation:
     start = time.perf_counter()
     if method in BASELINES:
         tokens, report = sample_baseline(field, noise, sigmas, method, config, callback=callback)
@@ -84,7 +90,7 @@ def _generate(field, noise, sigmas, method, config, layout, callback, log, level
         tokens, report = sample_jit(field, noise, sigmas, get_jit_preset(config), layout=layout, callback=callback)
     elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
-                                     level_map=level_map)
+                                     level_map=level_map, cache=cache)
     else:
         steps: list[float] = []
         last = [time.perf_counter()]

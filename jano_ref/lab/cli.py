@@ -29,6 +29,7 @@ import torch
 
 import models
 
+from ..jano.cache import CacheOptions
 from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
 from .tiny.data import caption_agreement, caption_truth
@@ -70,6 +71,56 @@ def _load(args: argparse.Namespace):
                       random_weights=getattr(args, "random_weights", False))
 
 
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kv-cache-mode", default="exact", choices=["exact", "hidden", "bf16"],
+                   help="how Jano's KV cache stores frozen tokens: exact K/V; hidden = their attention input, K/V "
+                   "recomputed at use (half the bytes); bf16 = K/V in bfloat16 (half of a float32 cache, lossy)")
+    p.add_argument("--kv-offload", default=None, choices=["cpu"],
+                   help="keep Jano's KV cache in host memory and bring each layer back just before its attention "
+                   "(GPU only; on the CPU it changes nothing)")
+    p.add_argument("--max-cache-mb", type=float, default=None,
+                   help="the most device memory Jano's KV cache may hold, in MiB: frozen blocks are made active until "
+                   "it fits; a budget no plan can meet is refused before the first step")
+
+
+def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
+    """Jano's cache options from the command line (None when all are the defaults); prints the one offload note."""
+    from ..jano.offload import offload_note
+
+    options = CacheOptions(args.kv_cache_mode, args.kv_offload, args.max_cache_mb)
+    if options == CacheOptions():
+        return None
+    if not any(m in ("jano", "random-levels") for m in methods):
+        raise SystemExit("--kv-cache-mode, --kv-offload and --max-cache-mb set Jano's KV cache; add --method jano")
+    note = offload_note(options.offload, args.device)
+    if note is not None:
+        print(note)
+    return options
+
+
+def _check_budget(setup: Setup, preset, cache: CacheOptions | None, device: str) -> None:
+    """Refuse a cache budget no plan can meet before any generation runs (full compute included)."""
+    from ..jano.config import get_preset
+    from ..jano.sampler import cache_budget
+
+    if cache is not None and cache.max_cache_mb is not None:
+        try:
+            cache_budget(setup.field, get_preset(preset), cache, device)
+        except ValueError as error:
+            raise SystemExit(f"--max-cache-mb: {error}") from None
+
+
+def _memory_line(runs: dict, peaks: dict, device: str) -> str:
+    """Each method's peak memory (``timing.PeakMemory`` over its first run) and Jano's cache size."""
+    what = "CUDA allocator peak" if torch.device(device).type == "cuda" else "peak RSS"
+    parts = []
+    for method, run in runs.items():
+        peak = "n/a" if peaks[method] is None else f"{peaks[method]:.1f} MiB"
+        cache = getattr(run.report, "cache", None)
+        parts.append(f"{method} {peak}" + ("" if cache is None else f" ({cache.describe()})"))
+    return f"peak memory ({what} above the start of the first run): " + "; ".join(parts)
+
+
 def _method_config(method: str, preset: str | None, model: str):
     """(preset name, config) for ``jano generate``; the default preset is the model's own."""
     from ..baselines import BASELINES, default_preset, resolve
@@ -93,7 +144,9 @@ def _generate(args: argparse.Namespace) -> int:
     setup = prepare(args.model, args.prompt, steps=args.steps, seed=args.seed, model=model, guide_scale=args.guide_scale)
     preset, config = _method_config(args.method, args.preset, args.model)
     methods = ["full"] if args.method == "full" else ["full", args.method]
-    runs, median = _time_methods(args, setup, methods, preset, config)
+    cache = _cache_options(args, [args.method])
+    _check_budget(setup, config, cache, args.device)
+    runs, median, peaks = _time_methods(args, setup, methods, preset, config, cache)
     out = Path(args.out)
     pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
     files = [f for m in methods for f in _write_picture(out, m, pixels[m])]
@@ -106,6 +159,7 @@ def _generate(args: argparse.Namespace) -> int:
     summary["denoise_seconds_median"] = median
     print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
           f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
+    print(_memory_line(runs, peaks, args.device))
     if args.method != "full":
         files += _compare_with_full(args, setup, preset, runs[args.method].report, pixels, median, summary, out)
     if "caption_agreement" in summary:
@@ -120,22 +174,23 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config):
-    """Each method's last generation and its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
-    timed). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps."""
+def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config, cache=None):
+    """Each method's last generation, its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
+    timed) and the peak memory of its first run. JiT brings its own step count and Beta-warped timesteps (sigmas
+    None); full keeps --steps. ``cache`` (Jano's ``CacheOptions``) goes to the Jano run."""
     from ..runtime.timing import timed_runs
 
     sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
     steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
     device = torch.device(args.device)
-    runs, seconds = {}, {}
+    runs, seconds, peaks = {}, {}, {}
     with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling") as bar:
         for method in methods:
             def once(method=method):
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
-                                callback=lambda info: bar.update(note=method))
-            runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
-    return runs, {m: float(np.median(s)) for m, s in seconds.items()}
+                                callback=lambda info: bar.update(note=method), cache=cache if method == "jano" else None)
+            runs[method], seconds[method], peaks[method] = timed_runs(once, args.warmup, args.repeats, device)
+    return runs, {m: float(np.median(s)) for m, s in seconds.items()}, peaks
 
 
 def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summary: dict, out: Path) -> list[Path]:
@@ -221,14 +276,31 @@ def _bench(args: argparse.Namespace) -> int:
     from .eval.bench import Bench, BenchConfig
     from .eval.tables import results_markdown
 
-    cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
+    methods = tuple(args.methods.split(","))
+    cache = _cache_options(args, methods)
+    cfg = BenchConfig(model=args.model, methods=methods,
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
-                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep)
-    results = Bench(cfg, args.out).run()
+                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep,
+                      kv_cache_mode=args.kv_cache_mode, kv_offload=args.kv_offload, max_cache_mb=args.max_cache_mb)
+    bench = Bench(cfg, args.out)
+    try:
+        bench.check_budget()
+    except ValueError as error:
+        raise SystemExit(f"--max-cache-mb: {error}") from None
+    results = bench.run()
     print(results_markdown(results))
+    what = "CUDA allocator peak" if torch.device(args.device).type == "cuda" else "peak RSS"
+    print(f"memory (peak_mem_mb: {what} above the start of a run's first generation, max over cells; cache_mb: Jano's "
+          f"KV cache{'' if cache is None else ', ' + cache.mode + (' offloaded' if cache.offload else '')}): " + "; ".join(
+              f"{r['method']}/{r['preset']} peak {_mb(r.get('peak_mem_mb'))}, cache {_mb(r.get('cache_mb'))}"
+              for r in results["runs"]))
     print(f"wrote {args.out}/results.json, results.md, pareto.png")
     return 0
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} MiB"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -296,6 +368,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
     gen.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
     gen.add_argument("--out", default="out")
+    _cache_args(gen)
     gen.set_defaults(func=_generate)
 
 
@@ -329,6 +402,7 @@ def _add_bench(sub) -> None:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--out", default="bench")
     _device_args(be)
+    _cache_args(be)
     be.set_defaults(func=_bench)
 
     rep = sub.add_parser("report", help="run the README benchmarks and analyses and rewrite its results section")

@@ -28,6 +28,7 @@ from models.wan_vae import WanVAEParams
 from .analyzer import BlockGrid
 
 MiB = 2**20
+OFFICIAL_MODELS = ("flux-dev", "flux-schnell", "wan2.1-1.3b", "wan2.1-14b")  # the presets with official autoencoders
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ def geometry_of_layout(layout) -> CacheGeometry:
 def official_tokens(model: str, height: int, width: int, frames: int = 1) -> int:
     """Tokens of an official model's latent at a pixel size: Flux packs 2x2 latent cells of its 8x autoencoder; Wan2.1
     patches (1, 2, 2) cells of its VAE's (4, 8, 8) latent (frames 4n + 1 -> n + 1 latent frames)."""
+    if model not in OFFICIAL_MODELS:
+        raise ValueError(f"{model!r}: the planner knows the official autoencoders only ({', '.join(OFFICIAL_MODELS)}); "
+                         "for the tiny models, `jano generate` prints the cache it filled")
     params = models.PRESETS[model]
     if isinstance(params, FluxParams):
         h, w = latent_size(height, width)

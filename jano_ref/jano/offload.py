@@ -4,7 +4,8 @@ An entry is the tuple of tensors one level of one layer caches ((K, V), or one a
 ``OffloadedEntries`` the entries live on a storage device (host memory, pinned when the compute device is a GPU) and
 come back one layer at a time: asking for layer l's entries also starts copying layer l+1's, so that copy overlaps
 layer l's compute, and the copies are dropped once the attention has read them. The compute device then holds at most
-two layers of one branch at a time instead of every layer of every branch.
+two layers of one branch at a time instead of every layer of every branch. The first layer of each forward has no
+layer before it to hide behind and is fetched when asked for.
 
 The official code (notes ``jano-official-code.md`` §10) preallocates one pinned pool per guidance branch sized for the
 whole sequence and fetches through fixed staging slots; here entries are ordinary tensors of their real size, and the
@@ -13,7 +14,9 @@ CUDA caching allocator and its pinned-host allocator do the pooling.
 CUDA ordering, all on one side stream (so a prefetch can never overtake the store it reads):
 
 * store: the side stream waits for the compute stream (the entry has been computed), copies device -> host, and the
-  source is marked as used by the side stream (``record_stream``) so its memory is not reused before the copy ran;
+  source is marked as used by the side stream (``record_stream``) so its memory is not reused before the copy ran.
+  The compute stream goes on only once the previous store's copy is done, so at most two entries wait on the device
+  for their copy however slow the copies are;
 * fetch: the side stream copies host -> device and records an event; the compute stream waits for that event before
   the attention reads the copy, and the copy is marked as used by the compute stream.
 
@@ -64,6 +67,7 @@ class OffloadedEntries(DeviceEntries):
         self.stream = torch.cuda.Stream(self.compute) if on_gpu else None
         self.layers: list[int] = []  # stored layers, ascending (= execution order in both models)
         self.ahead: dict[tuple[str, int], tuple[Entry, object]] = {}  # prefetched copies and their ready events
+        self.stored = None  # the event of the last device -> host copy
         self.fetches = self.prefetched = 0
 
     def put(self, level: str, layer: int, entry: Entry) -> None:
@@ -87,9 +91,14 @@ class OffloadedEntries(DeviceEntries):
         if self.stream is None:
             return t.to(self.storage, copy=True)
         host = torch.empty(t.shape, dtype=t.dtype, device=self.storage, pin_memory=self.pin)
-        self.stream.wait_stream(torch.cuda.current_stream(self.compute))
+        current = torch.cuda.current_stream(self.compute)
+        if self.stored is not None:
+            current.wait_event(self.stored)
+        self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
             host.copy_(t, non_blocking=True)
+            self.stored = torch.cuda.Event()
+            self.stored.record(self.stream)
         t.record_stream(self.stream)
         return host
 

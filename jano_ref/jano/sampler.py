@@ -103,6 +103,16 @@ def decide_levels(
     return complexity, block_levels, plan.token_levels, plan, thresholds, promoted
 
 
+def cache_budget(layout, config: JanoConfig, cache: CacheOptions, device: torch.device | str) -> int | None:
+    """How many frozen tokens ``cache.max_cache_mb`` admits on ``device`` (None without a budget); ValueError if it
+    cannot hold even the smallest plan's cache (``memory.cached_token_budget``). Needs no step: callers that run other
+    work first (a CLI timing full compute) can check it before anything."""
+    if cache.max_cache_mb is None:
+        return None
+    return cached_token_budget(cache.max_cache_mb, geometry_of_layout(layout), cache.mode,
+                               offloads(cache.offload, device), block_grid_for(layout, config), layout.patch)
+
+
 def sample_jano(
     field_: Callable[..., Tensor],
     x: Tensor,
@@ -125,11 +135,7 @@ def sample_jano(
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
     cache = cache if cache is not None else CacheOptions()
-    max_cached_tokens = None
-    if cache.max_cache_mb is not None:
-        max_cached_tokens = cached_token_budget(cache.max_cache_mb, geometry_of_layout(layout), cache.mode,
-                                                offloads(cache.offload, x.device), block_grid_for(layout, config),
-                                                layout.patch)
+    max_cached_tokens = cache_budget(layout, config, cache, x.device)
     num_steps = len(sigmas) - 1
     sigmas = sigmas.to(x.device)
     cost = layout.token_cost()

@@ -1,6 +1,8 @@
 """The ``jano`` command (also ``python -m jano_ref``).
 
     jano generate "a red striped circle on a flat background"     Jano vs full compute on tiny-flux, in seconds
+    jano generate "a blue ring on a flat background moving left" --model tiny-wan --kv-cache-mode hidden --max-cache-mb 2
+                                                                 the same with half the cache bytes, within 2 MiB
     jano analyze "a blue checkered square on a gradient background"   complexity, levels, token counts, ground truth
     jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
@@ -202,6 +204,9 @@ def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summa
     if args.method == "jano":
         files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
         print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
+        if args.max_cache_mb is not None and report.cache is not None:
+            print(f"--max-cache-mb {args.max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made active to fit; "
+                  f"the cache holds {report.cache.resident / 2**20:.2f} MiB on the device")
     elif args.method == "jit":
         print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
     else:

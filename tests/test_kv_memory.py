@@ -266,3 +266,15 @@ def test_memory_command_prints_the_official_table(capsys):
                                                   ["| wan2.1-14b", "1280x720x81", "75600"]]
     with pytest.raises(SystemExit):
         benchmarks(["memory", "--model", "tiny-wan"])
+
+
+def test_bench_passes_cache_options_and_keeps_old_benches_valid():
+    from jano_ref.lab.eval.bench import BenchConfig
+
+    assert BenchConfig().identity() == dict(model="tiny-flux", steps=50, warmup=1, repeats=3, device="cpu",
+                                            dtype="float32")  # what benches written before these options hold
+    cfg = BenchConfig(kv_cache_mode="hidden", max_cache_mb=3.0)
+    assert cfg.identity()["kv_cache_mode"] == "hidden" and cfg.identity()["max_cache_mb"] == 3.0
+    assert "kv_offload" not in cfg.identity() and cfg.cache_options() == CacheOptions("hidden", None, 3.0)
+    with pytest.raises(ValueError, match="unknown cache mode"):
+        BenchConfig(kv_cache_mode="fp4")

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from models.layers import Projection
+
 from .offload import DeviceEntries, OffloadedEntries, offloads
 from .plan import ACTIVE_STEP, FULL, MODERATE_STEP, REFRESH
 
@@ -146,7 +148,8 @@ class _RowsStepHook(_StepHook):
         raise TypeError("mode='hidden' caches attention inputs, so the model must call extend_kv_rows "
                         "(models.layers.cached_kv); this caller only offers extend_kv: use mode='exact'")
 
-    def extend_kv_rows(self, layer: int, k: Tensor, v: Tensor, rows: Tensor, project) -> tuple[Tensor, Tensor]:
+    def extend_kv_rows(self, layer: int, k: Tensor, v: Tensor, rows: Tensor, project: Projection
+                       ) -> tuple[Tensor, Tensor]:
         c = self.cache
         c._check(layer, self.level)
         if self.level == REFRESH:

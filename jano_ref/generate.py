@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .baselines import BASELINES, BaselineReport, sample_baseline
+from .jano.cache import CacheOptions
 from .jano.config import JanoConfig, get_preset
 from .jano.sampler import JanoReport, sample_jano
 from .jit import JiTReport, get_jit_preset, sample_jit
@@ -62,6 +63,7 @@ def generate(
     log: Callable[[str], None] | None = None,
     level_map: Callable[[Tensor], Tensor] | None = None,
     solver: str = "euler",
+    cache: CacheOptions | None = None,
 ) -> Generation:
     """Sample token latents from ``noise`` [B, L, D] over ``sigmas`` with ``method``.
 
@@ -73,6 +75,8 @@ def generate(
 
     ``solver`` is "euler" (the default, Flux's) or "unipc" (Wan2.1's; give it ``sampling.wan_unipc_sigmas``) for
     full compute, Jano and JiT; the caching baselines step with Euler only.
+    ``cache`` (``jano.cache.CacheOptions``: storage mode, offload, memory budget) is Jano's KV cache; other methods
+    refuse it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -81,11 +85,14 @@ def generate(
     if solver != "euler" and method in BASELINES:
         raise ValueError(f"the caching baselines ({method}) run with the Euler solver only; use solver='euler', or "
                          f"method 'full', 'jano' or 'jit' for solver={solver!r}")
+    if cache is not None and cache != CacheOptions() and method != "jano":
+        raise ValueError(f"cache options {cache} are for Jano's KV cache; method {method!r} has none. Drop them "
+                         "(or --kv-offload / --kv-cache-mode / --max-cache-mb) or use method='jano'")
     with torch.inference_mode():  # sampling never needs gradients
-        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver)
+        return _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver, cache)
 
 
-def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver) -> Generation:
+def _generate(field, noise, sigmas, method, config, layout, callback, log, level_map, solver, cache) -> Generation:
     start = time.perf_counter()
     if method in BASELINES:
         tokens, report = sample_baseline(field, noise, sigmas, method, config, callback=callback)
@@ -94,7 +101,7 @@ def _generate(field, noise, sigmas, method, config, layout, callback, log, level
                                     solver=solver)
     elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
-                                     level_map=level_map, solver=solver)
+                                     level_map=level_map, solver=solver, cache=cache)
     else:
         steps: list[float] = []
         last = [time.perf_counter()]

@@ -14,14 +14,15 @@ The time embedding (+ guidance for dev, + pooled CLIP ``y``) modulates every blo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import (
-    PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
-    timestep_embedding,
+    PASS_THROUGH, AttentionOp, Hooks, KVCache, Projection, apply_rope, attention, cached_kv, layer_norm, modulate,
+    rms_norm, rope_angles, timestep_embedding,
 )
 
 
@@ -124,6 +125,14 @@ class SelfAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         return self.norm.query_norm(q), self.norm.key_norm(k), v
 
+    def key_value(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (normed, rotated by ``angles``) and values of the rows x [B, n, dim], without their queries."""
+        d = self.qkv.in_features
+        bias = None if self.qkv.bias is None else self.qkv.bias[d:]
+        k, v = rearrange(nn.functional.linear(x, self.qkv.weight[d:], bias), "b l (two h d) -> two b h l d", two=2,
+                         h=self.num_heads)
+        return apply_rope(self.norm.key_norm(k), angles), v
+
 
 @dataclass
 class ModulationOut:
@@ -153,15 +162,16 @@ def _mlp(dim: int, hidden: int) -> nn.Sequential:
 
 def joint_attention(
     q: Tensor, k: Tensor, v: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-    attention_op: AttentionOp = attention,
+    img_rows: Tensor | None = None, project: Projection | None = None, attention_op: AttentionOp = attention,
 ) -> Tensor:
     """RoPE, then attention over [txt, img] where the image keys may be extended from a cache.
 
-    q, k, v: [B, H, n_txt + n_img, D] for the tokens computed this step; angles [B, n_txt + n_img, D/2].
+    q, k, v: [B, H, n_txt + n_img, D] for the tokens computed this step; angles [B, n_txt + n_img, D/2];
+    img_rows and project: the image rows' attention input and their projection (``layers.cached_kv``).
     """
     q, k = apply_rope(q, angles), apply_rope(k, angles)
     if kv_cache is not None:
-        k_img, v_img = kv_cache.extend_kv(layer, k[:, :, n_txt:], v[:, :, n_txt:])
+        k_img, v_img = cached_kv(kv_cache, layer, k[:, :, n_txt:], v[:, :, n_txt:], img_rows, project)
         k = torch.cat([k[:, :, :n_txt], k_img], dim=2)
         v = torch.cat([v[:, :, :n_txt], v_img], dim=2)
     return attention_op(q, k, v)
@@ -185,21 +195,25 @@ class DoubleStreamBlock(nn.Module):
 
     def forward(
         self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
+        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        attention_op: AttentionOp = attention,
     ) -> Tensor:
-        """x [B, n_txt + n_img, dim]: the text stream then the image stream, each with its own weights."""
+        """x [B, n_txt + n_img, dim]: the text stream then the image stream, each with its own weights.
+        ``angles_of(index)`` gives any image tokens' RoPE angles, for a cache that projects rows itself."""
         txt, img = x[:, :n_txt], x[:, n_txt:]
         img_m1, img_m2 = self.img_mod(vec)
         txt_m1, txt_m2 = self.txt_mod(vec)
 
         def joint() -> Tensor:
-            img_q, img_k, img_v = self.img_attn.project(modulate(layer_norm(img), img_m1.shift, img_m1.scale))
+            img_in = modulate(layer_norm(img), img_m1.shift, img_m1.scale)
+            img_q, img_k, img_v = self.img_attn.project(img_in)
             txt_q, txt_k, txt_v = self.txt_attn.project(modulate(layer_norm(txt), txt_m1.shift, txt_m1.scale))
             return joint_attention(
                 torch.cat([txt_q, img_q], dim=2),
                 torch.cat([txt_k, img_k], dim=2),
                 torch.cat([txt_v, img_v], dim=2),
-                angles, n_txt, layer, kv_cache, attention_op,
+                angles, n_txt, layer, kv_cache,
+                img_in, lambda rows, index: self.img_attn.key_value(rows, angles_of(index)), attention_op,
             )
 
         attn = hooks.attention(layer, "self", joint)
@@ -230,7 +244,8 @@ class SingleStreamBlock(nn.Module):
 
     def forward(
         self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
+        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        attention_op: AttentionOp = attention,
     ) -> Tensor:
         (mod,) = self.modulation(vec)
         h = modulate(layer_norm(x), mod.shift, mod.scale)
@@ -243,7 +258,13 @@ class SingleStreamBlock(nn.Module):
             q, k, v = rearrange(nn.functional.linear(h, w[:d], b[:d]), "b l (three h d) -> three b h l d",
                                 three=3, h=self.num_heads)
             q, k = self.norm.query_norm(q), self.norm.key_norm(k)
-            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache, attention_op)
+            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache, h[:, n_txt:], key_value,
+                                   attention_op)
+
+        def key_value(rows: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:  # K/V of any image rows of h
+            k, v = rearrange(nn.functional.linear(rows, w[self.hidden_size:d], b[self.hidden_size:d]),
+                             "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
+            return apply_rope(self.norm.key_norm(k), angles_of(index)), v
 
         def mlp(rows: Tensor) -> Tensor:
             return nn.functional.gelu(nn.functional.linear(rows, w[d:], b[d:]), approximate="tanh")
@@ -316,6 +337,7 @@ class Flux(nn.Module):
         hooks = PASS_THROUGH if hooks is None else hooks
         img_ids = _batched_ids(img_ids, img.shape[0])
         txt_ids = _batched_ids(txt_ids, txt.shape[0])
+        all_img_ids = img_ids
         if token_index is not None:
             img, img_ids = img[:, token_index], img_ids[:, token_index]
 
@@ -330,10 +352,15 @@ class Flux(nn.Module):
         n_txt = txt.shape[1]
         x = torch.cat([self.txt_in(txt), self.img_in(img)], dim=1)
         angles = rope_angles(torch.cat([txt_ids, img_ids], dim=1), self.params.axes_dim, self.params.theta)
+
+        def angles_of(index: Tensor) -> Tensor:  # any image tokens' angles, for a cache that projects rows itself
+            return rope_angles(all_img_ids[:, index], self.params.axes_dim, self.params.theta)
+
         for i, block in enumerate([*self.double_blocks, *self.single_blocks]):
             x = hooks.block(
                 i, x,
-                lambda x, block=block, i=i: block(x, vec, angles, n_txt, i, kv_cache, hooks, attention_op),
+                lambda x, block=block, i=i: block(
+                    x, vec, angles, n_txt, i, kv_cache, hooks, angles_of, attention_op),
                 lambda x=x, block=block: block.modulated_input(x, vec, n_txt),
             )
         return self.final_layer(x[:, n_txt:], vec)

@@ -26,9 +26,30 @@ class KVCache(Protocol):
     entries for tokens that are not computed. Attention is invariant to key order once RoPE is
     applied, so appended keys need no positions. ``layer`` is a unique int per self-attention.
     For Flux only image tokens pass through the hook; text tokens are always computed.
+
+    A cache may store the attention input of rows instead of their K/V (one tensor instead of two) and
+    recompute their K/V when it needs them. It then also offers ``extend_kv_rows(layer, k, v, rows, project)``,
+    which the models call instead (``cached_kv``): ``rows`` [B, n, dim] is the attention input of the
+    computed tokens, and ``project(rows, index)`` turns the attention input of the tokens ``index``
+    (positions in the full token sequence, like ``token_index``) into their keys and values, after QK-norm
+    and RoPE at those tokens' positions.
     """
 
     def extend_kv(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+Projection = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def cached_kv(kv_cache: KVCache | None, layer: int, k: Tensor, v: Tensor, rows: Tensor, project: Projection
+              ) -> tuple[Tensor, Tensor]:
+    """The keys and values a self-attention attends to: its own, extended by the optional cache (see ``KVCache``)."""
+    if kv_cache is None:
+        return k, v
+    from_rows = getattr(kv_cache, "extend_kv_rows", None)
+    if from_rows is None:
+        return kv_cache.extend_kv(layer, k, v)
+    return from_rows(layer, k, v, rows, project)
 
 
 class Hooks(Protocol):

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import (
-    PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, layer_norm, modulate, rms_norm, rope_angles,
-    timestep_embedding,
+    PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, cached_kv, layer_norm, modulate, rms_norm,
+    rope_angles, timestep_embedding,
 )
 
 
@@ -115,13 +116,16 @@ class WanAttention(nn.Module):
 
 
 class WanSelfAttention(WanAttention):
+    def key_value(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (normed, rotated by ``angles``) and values of the rows x [B, n, dim]."""
+        return apply_rope(self.heads(self.norm_k(self.k(x))), angles), self.heads(self.v(x))
+
     def forward(self, x: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
-                attention_op: AttentionOp = attention) -> Tensor:
+                angles_of: Callable[[Tensor], Tensor] | None = None, attention_op: AttentionOp = attention) -> Tensor:
+        """``angles_of(index)`` gives the RoPE angles of any tokens, for a cache that projects rows itself."""
         q = apply_rope(self.heads(self.norm_q(self.q(x))), angles)
-        k = apply_rope(self.heads(self.norm_k(self.k(x))), angles)
-        v = self.heads(self.v(x))
-        if kv_cache is not None:
-            k, v = kv_cache.extend_kv(layer, k, v)
+        k, v = self.key_value(x, angles)
+        k, v = cached_kv(kv_cache, layer, k, v, x, lambda rows, index: self.key_value(rows, angles_of(index)))
         return self.o(attention_op(q, k, v))
 
 
@@ -150,13 +154,15 @@ class WanAttentionBlock(nn.Module):
 
     def forward(
         self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, attention_op: AttentionOp = attention,
+        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        attention_op: AttentionOp = attention,
     ) -> Tensor:
         """x [B, L, dim] float32 residual stream; e0 [B, 6, dim] float32 time projection."""
         dtype = self.ffn[0].weight.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(6, dim=1)
         h = modulate(layer_norm(x, self.eps), shift_sa, scale_sa).to(dtype)
-        x = x + hooks.attention(layer, "self", lambda: self.self_attn(h, angles, layer, kv_cache, attention_op)).float() * gate_sa
+        self_attn = lambda: self.self_attn(h, angles, layer, kv_cache, angles_of, attention_op)  # noqa: E731
+        x = x + hooks.attention(layer, "self", self_attn).float() * gate_sa
         x = x + hooks.attention(layer, "cross", lambda x=x: self.cross_attn(self.norm3(x).to(dtype), context)).float()
         h = modulate(layer_norm(x, self.eps), shift_ff, scale_ff).to(dtype)
         return x + hooks.mlp(layer, h, self.ffn).float() * gate_ff
@@ -234,10 +240,13 @@ class WanModel(nn.Module):
 
         grid = self.grid_size(x)
         tokens = rearrange(self.patch_embedding(x.to(dtype)), "b c f h w -> b (f h w) c").float()
-        positions = grid_positions(grid, device=x.device)
+        all_positions = positions = grid_positions(grid, device=x.device)
         if token_index is not None:
             tokens, positions = tokens[:, token_index], positions[token_index]
         angles = rope_angles(positions, p.rope_axes_dim, p.theta)
+
+        def angles_of(index: Tensor) -> Tensor:  # any tokens' angles, for a cache that projects rows itself
+            return rope_angles(all_positions[index], p.rope_axes_dim, p.theta)
 
         e = _float32_mlp(self.time_embedding, timestep_embedding(t, p.freq_dim, compute_dtype=torch.float64))
         e0 = _float32_mlp(self.time_projection, e).unflatten(1, (6, p.dim))
@@ -245,7 +254,8 @@ class WanModel(nn.Module):
         for i, block in enumerate(self.blocks):
             tokens = hooks.block(
                 i, tokens,
-                lambda x, block=block, i=i: block(x, e0, context, angles, i, kv_cache, hooks, attention_op),
+                lambda x, block=block, i=i: block(
+                    x, e0, context, angles, i, kv_cache, hooks, angles_of, attention_op),
                 lambda x=tokens, block=block: block.modulated_input(x, e0),
             )
         return self.head(tokens, e).float()

@@ -13,7 +13,7 @@ from jano_ref.lab.tiny.data import caption_truth, evaluation_scenes
 from jano_ref.pipelines.tiny import load_model, prepare
 
 RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
-            "token_fraction", "peak_mem_mb"}
+            "token_fraction", "peak_mem_mb", "cache_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,8 @@ def test_bench_schema_resume_and_step_matching(tmp_path, flux, monkeypatch):
     assert jano_speedup_is_median_of_cells(results, cells)
     jano = runs[("jano", "flux-dev")]
     assert jano["psnr"] > 0 and 0 < jano["token_fraction"] < 1
+    assert jano["cache_mb"] > 0 and runs[("full", "-")]["cache_mb"] == 0.0  # Jano's KV cache, next to peak_mem_mb
+    assert all(c.cache_mb is not None for c in cells)  # every cell of these methods carries it
     assert runs[("random-levels", "flux-dev")]["token_fraction"] == pytest.approx(jano["token_fraction"])
     steps = runs[("steps", "flux-dev")]
     assert steps["params"]["steps"] == round(12 / jano["ideal_speedup"])

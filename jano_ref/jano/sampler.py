@@ -13,6 +13,10 @@ and stale rows alike, as the official code's schedulers do: Flux's Euler moves f
 velocity, and Wan's UniPC turns it into x0 = x - sigma v with the current x and sigma, so a frozen token's x0
 prediction still changes, and puts that in its multistep history (notes: jano-official-code.md, section 8).
 
+``cache`` (``cache.CacheOptions``) says how the cache stores frozen tokens (exact, hidden, bf16; offloaded or not) and
+how much device memory it may use; a budget is checked before the first step and the plan fitted to it after the
+analysis (``memory``).
+
 All state (warm-up velocities, caches, last velocity) lives in local variables and in the returned
 report, so two generations in one process behave like two processes.
 """
@@ -27,9 +31,11 @@ import torch
 from torch import Tensor
 
 from .analyzer import BlockGrid, ComplexityReport, analyze, flux_block_grid, stack_warmup
-from .cache import LevelKVCache
+from .cache import CacheOptions, CacheReport, LevelKVCache
 from .config import JanoConfig
 from .levels import classify, search_thresholds, token_levels
+from .memory import cached_token_budget, fit_to_budget, geometry_of_layout
+from .offload import offloads
 from ..runtime.cost import TokenCost
 from ..runtime.sampling import make_solver
 from .plan import FULL, JanoPlan
@@ -49,6 +55,8 @@ class JanoReport:
     step_seconds: list[float] = field(default_factory=list)
     analysis_seconds: float = 0.0
     cache_bytes: int = 0
+    cache: CacheReport | None = None  # bytes per level, layer and branch (None if no plan was made)
+    promoted_blocks: int = 0  # frozen blocks made active to fit CacheOptions.max_cache_mb
 
     @property
     def token_counts(self) -> list[int]:
@@ -68,12 +76,14 @@ def block_grid_for(layout, config: JanoConfig) -> BlockGrid:
 
 def decide_levels(
     warmup: Tensor, layout, config: JanoConfig, num_steps: int, cost: TokenCost,
-    level_map: Callable[[Tensor], Tensor] | None = None,
-) -> tuple[ComplexityReport, Tensor, Tensor, JanoPlan, tuple[float, float]]:
-    """Warm-up velocities [K, C, T, H, W] -> complexity, block levels, token levels and the step plan.
+    level_map: Callable[[Tensor], Tensor] | None = None, max_cached_tokens: int | None = None,
+) -> tuple[ComplexityReport, Tensor, Tensor, JanoPlan, tuple[float, float], int]:
+    """Warm-up velocities [K, C, T, H, W] -> complexity, block levels, token levels, the step plan, the thresholds and
+    the number of blocks promoted to fit ``max_cached_tokens``.
 
     ``level_map`` replaces the analyzer's block levels before planning (ablations, e.g. Jano §6.5's random maps
-    with the same level fractions: ``study.shuffled_levels``)."""
+    with the same level fractions: ``study.shuffled_levels``); ``max_cached_tokens`` (``memory.fit_to_budget``) then
+    bounds the frozen tokens."""
     grid = block_grid_for(layout, config)
     complexity = analyze(warmup, grid, alpha=config.alpha, d_strength=config.d_strength, d_distance=config.d_distance,
                          std_correction=config.contour_std_correction)
@@ -93,8 +103,22 @@ def decide_levels(
         thresholds, block_levels = (choice.static_thresh, choice.medium_thresh), choice.levels
     if level_map is not None:
         block_levels = level_map(block_levels)
+    promoted = 0
+    if max_cached_tokens is not None:
+        block_levels, promoted = fit_to_budget(block_levels, complexity.enhanced,
+                                               lambda bl: token_levels(bl, grid, layout.patch), max_cached_tokens)
     plan = plan_for(block_levels)
-    return complexity, block_levels, plan.token_levels, plan, thresholds
+    return complexity, block_levels, plan.token_levels, plan, thresholds, promoted
+
+
+def cache_budget(layout, config: JanoConfig, cache: CacheOptions, device: torch.device | str) -> int | None:
+    """How many frozen tokens ``cache.max_cache_mb`` admits on ``device`` (None without a budget); ValueError if it
+    cannot hold even the smallest plan's cache (``memory.cached_token_budget``). Needs no step: callers that run other
+    work first (a CLI timing full compute) can check it before anything."""
+    if cache.max_cache_mb is None:
+        return None
+    return cached_token_budget(cache.max_cache_mb, geometry_of_layout(layout), cache.mode,
+                               offloads(cache.offload, device), block_grid_for(layout, config), layout.patch)
 
 
 def _cached_levels(token_levels: Tensor, layout) -> Tensor:
@@ -115,18 +139,22 @@ def sample_jano(
     log: Callable[[str], None] | None = None,
     level_map: Callable[[Tensor], Tensor] | None = None,
     solver: str = "euler",
+    cache: CacheOptions | None = None,
 ) -> tuple[Tensor, JanoReport]:
     """Sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
     (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity`` over one); ``layout`` gives the
     token grid, ``to_latent``, ``branches`` and ``token_cost`` (defaults to ``field_`` itself).
     ``x`` [1, L, D] token latents; ``log`` receives the plan once it is known, before the accelerated steps;
-    ``level_map`` (see ``decide_levels``) overrides the block levels. ``solver`` ("euler" | "unipc") steps the
-    whole latent (module docstring). The same levels give the same plan and ideal speedup with either solver; the
-    levels themselves come from the warm-up velocities, which follow the solver's trajectory. A layout with
-    ``token_shard`` gets caches for its shard's tokens only."""
+    ``level_map`` (see ``decide_levels``) overrides the block levels; ``cache`` (``CacheOptions``) sets how the KV cache
+    stores frozen tokens and its memory budget (checked here, before the first step). ``solver`` ("euler" |
+    "unipc") steps the whole latent (module docstring). The same levels give the same plan and ideal speedup with
+    either solver; the levels themselves come from the warm-up velocities, which follow the solver's trajectory. A
+    layout with ``token_shard`` gets caches for its shard's tokens only."""
     layout = layout if layout is not None else field_
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
+    cache = cache if cache is not None else CacheOptions()
+    max_cached_tokens = cache_budget(layout, config, cache, x.device)
     num_steps = len(sigmas) - 1
     sigmas = sigmas.to(x.device)
     cost = layout.token_cost()
@@ -167,19 +195,25 @@ def sample_jano(
             warmup.append(layout.to_latent(v)[0])
             if len(warmup) - config.include_noise == config.warmup_steps:
                 start = time.perf_counter()
-                complexity, block_levels, tok_levels, plan, thresholds = decide_levels(
-                    stack_warmup(warmup), layout, config, num_steps, cost, level_map
+                complexity, block_levels, tok_levels, plan, thresholds, report.promoted_blocks = decide_levels(
+                    stack_warmup(warmup), layout, config, num_steps, cost, level_map, max_cached_tokens
                 )
                 report.analysis_seconds = time.perf_counter() - start
-                caches = {b: LevelKVCache(_cached_levels(tok_levels, layout).to(x.device)) for b in layout.branches}
+                caches = {b: LevelKVCache(_cached_levels(tok_levels, layout).to(x.device), cache)
+                          for b in layout.branches}
                 report.complexity, report.block_levels, report.token_levels = complexity, block_levels, tok_levels
                 report.plan, report.thresholds = plan, thresholds
                 report.ideal_speedup = plan.ideal_speedup(cost)
                 warmup.clear()  # the velocities are no longer needed
                 if log is not None:
                     log(plan.describe(cost))
+                    if max_cached_tokens is not None:
+                        log(f"max_cache_mb {cache.max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made "
+                            f"active; {int((tok_levels < 3).sum())} frozen tokens (the budget admits {max_cached_tokens})")
 
     if plan is None:  # fewer steps than warm-up: everything ran in full
         report.ideal_speedup = 1.0
     report.cache_bytes = sum(c.nbytes() for c in caches.values())
+    if caches:
+        report.cache = CacheReport.of(caches, x.device)
     return state.to(x.dtype), report

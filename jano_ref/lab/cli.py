@@ -1,6 +1,8 @@
 """The ``jano`` command (also ``python -m jano_ref``).
 
     jano generate "a red striped circle on a flat background"     Jano vs full compute on tiny-flux, in seconds
+    jano generate "a blue ring on a flat background moving left" --model tiny-wan --kv-cache-mode hidden --max-cache-mb 2
+                                                                 the same with half the cache bytes, within 2 MiB
     jano analyze "a blue checkered square on a gradient background"   complexity, levels, token counts, ground truth
     jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
@@ -32,6 +34,7 @@ import torch
 
 import models
 
+from ..jano.cache import CacheOptions
 from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
 from .tiny.data import caption_agreement, caption_truth
@@ -71,6 +74,56 @@ def _device_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):
     return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype),
                       random_weights=getattr(args, "random_weights", False))
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kv-cache-mode", default="exact", choices=["exact", "hidden", "bf16"],
+                   help="how Jano's KV cache stores frozen tokens: exact K/V; hidden = their attention input, K/V "
+                   "recomputed at use (half the bytes); bf16 = K/V in bfloat16 (half of a float32 cache, lossy)")
+    p.add_argument("--kv-offload", default=None, choices=["cpu"],
+                   help="keep Jano's KV cache in host memory and bring each layer back just before its attention "
+                   "(GPU only; on the CPU it changes nothing)")
+    p.add_argument("--max-cache-mb", type=float, default=None,
+                   help="the most device memory Jano's KV cache may hold, in MiB: frozen blocks are made active until "
+                   "it fits; a budget no plan can meet is refused before the first step")
+
+
+def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
+    """Jano's cache options from the command line (None when all are the defaults); prints the one offload note."""
+    from ..jano.offload import offload_note
+
+    options = CacheOptions(args.kv_cache_mode, args.kv_offload, args.max_cache_mb)
+    if options == CacheOptions():
+        return None
+    if not any(m in ("jano", "random-levels") for m in methods):
+        raise SystemExit("--kv-cache-mode, --kv-offload and --max-cache-mb set Jano's KV cache; add --method jano")
+    note = offload_note(options.offload, args.device)
+    if note is not None:
+        print(note)
+    return options
+
+
+def _check_budget(setup: Setup, preset, cache: CacheOptions | None, device: str) -> None:
+    """Refuse a cache budget no plan can meet before any generation runs (full compute included)."""
+    from ..jano.config import get_preset
+    from ..jano.sampler import cache_budget
+
+    if cache is not None and cache.max_cache_mb is not None:
+        try:
+            cache_budget(setup.field, get_preset(preset), cache, device)
+        except ValueError as error:
+            raise SystemExit(f"--max-cache-mb: {error}") from None
+
+
+def _memory_line(runs: dict, peaks: dict, device: str) -> str:
+    """Each method's peak memory (``timing.PeakMemory`` over its first run) and Jano's cache size."""
+    what = "CUDA allocator peak" if torch.device(device).type == "cuda" else "peak RSS"
+    parts = []
+    for method, run in runs.items():
+        peak = "n/a" if peaks[method] is None else f"{peaks[method]:.1f} MiB"
+        cache = getattr(run.report, "cache", None)
+        parts.append(f"{method} {peak}" + ("" if cache is None else f" ({cache.describe()})"))
+    return f"peak memory ({what} above the start of the first run): " + "; ".join(parts)
 
 
 def _method_config(method: str, preset: str | None, model: str):
@@ -144,18 +197,20 @@ def _generate_on(args: argparse.Namespace, group) -> int:
             raise SystemExit(f"jano generate --parallel {args.parallel}: {error}") from None
     preset, config = _method_config(args.method, args.preset, args.model)
     methods = ["full"] if args.method == "full" else ["full", args.method]
-    runs, median, wire = _time_methods(args, setup, methods, preset, config, group)
+    cache = _cache_options(args, [args.method])
+    _check_budget(setup, config, cache, args.device)
+    runs, median, peaks, wire = _time_methods(args, setup, methods, preset, config, group, cache)
     if group is not None and group.rank != 0:
         return 0  # rank 0 reports and writes
     out = Path(args.out)
     with staged_folder(out) as stage:
-        files = _report_generation(args, setup, preset, methods, runs, median, wire, stage)
+        files = _report_generation(args, setup, preset, methods, runs, median, peaks, wire, stage)
         files = [out / f.relative_to(stage) for f in files]
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
-def _report_generation(args, setup: Setup, preset, methods, runs, median, wire, out: Path) -> list[Path]:
+def _report_generation(args, setup: Setup, preset, methods, runs, median, peaks, wire, out: Path) -> list[Path]:
     """Print the comparison and write the pictures and ``summary.json`` (last) into ``out``; the files written."""
     pixels = {m: setup.decode(r.tokens) for m, r in runs.items()}
     files = [f for m in methods for f in _write_picture(out, m, pixels[m])]
@@ -168,6 +223,7 @@ def _report_generation(args, setup: Setup, preset, methods, runs, median, wire, 
     summary["denoise_seconds_median"] = median
     print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
           f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
+    print(_memory_line(runs, peaks, args.device))
     if args.method != "full":
         files += _compare_with_full(args, setup, preset, runs[args.method].report, pixels, median, summary, out)
     if "caption_agreement" in summary:
@@ -195,17 +251,18 @@ def _print_wire(args, wire: dict[str, list[dict[str, float]]]) -> dict:
     return dict(mode=args.parallel, world_size=ranks, bytes_per_step=wire)
 
 
-def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config, group=None):
+def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config, group=None, cache=None):
     """Each method's last generation, its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
-    timed) and, split over ranks (``group``), every rank's bytes sent per step (else empty). JiT brings its own
-    step count and Beta-warped timesteps (sigmas None); full keeps --steps."""
+    timed), the peak memory of its first run and, split over ranks (``group``), every rank's bytes sent per step
+    (else empty). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps.
+    ``cache`` (Jano's ``CacheOptions``) goes to the Jano run."""
     from ..runtime.timing import timed_runs
 
     sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
     steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
     device = torch.device(args.device)
     meter = getattr(setup.field, "meter", None)
-    runs, seconds, wire = {}, {}, {}
+    runs, seconds, peaks, wire = {}, {}, {}, {}
     with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling",
                   enabled=group is None or group.rank == 0) as bar:
         for method in methods:
@@ -213,13 +270,14 @@ def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], pr
                 if meter is not None:
                     meter.reset()  # count the last run only
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
-                                callback=lambda info: bar.update(note=method))
-            runs[method], seconds[method], _ = timed_runs(once, args.warmup, args.repeats, device)
+                                callback=lambda info: bar.update(note=method),
+                                cache=cache if method == "jano" else None)
+            runs[method], seconds[method], peaks[method] = timed_runs(once, args.warmup, args.repeats, device)
             if group is not None:
                 from ..runtime.parallel import gather_per_step
 
                 wire[method] = gather_per_step(meter, group)
-    return runs, {m: float(np.median(s)) for m, s in seconds.items()}, wire
+    return runs, {m: float(np.median(s)) for m, s in seconds.items()}, peaks, wire
 
 
 def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summary: dict, out: Path) -> list[Path]:
@@ -232,6 +290,9 @@ def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summa
         if report.token_levels is not None:  # None when --steps leaves no step after Jano's warm-up
             files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
         print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
+        if args.max_cache_mb is not None and report.cache is not None:
+            print(f"--max-cache-mb {args.max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made active to fit; "
+                  f"the cache holds {report.cache.resident / 2**20:.2f} MiB on the device")
     elif args.method == "jit":
         print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
     else:
@@ -306,14 +367,31 @@ def _bench(args: argparse.Namespace) -> int:
     from .eval.bench import Bench, BenchConfig
     from .eval.tables import results_markdown
 
-    cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
+    methods = tuple(args.methods.split(","))
+    cache = _cache_options(args, methods)
+    cfg = BenchConfig(model=args.model, methods=methods,
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
-                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep)
-    results = Bench(cfg, args.out).run()
+                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep,
+                      kv_cache_mode=args.kv_cache_mode, kv_offload=args.kv_offload, max_cache_mb=args.max_cache_mb)
+    bench = Bench(cfg, args.out)
+    try:
+        bench.check_budget()
+    except ValueError as error:
+        raise SystemExit(f"--max-cache-mb: {error}") from None
+    results = bench.run()
     print(results_markdown(results))
+    what = "CUDA allocator peak" if torch.device(args.device).type == "cuda" else "peak RSS"
+    print(f"memory (peak_mem_mb: {what} above the start of a run's first generation, max over cells; cache_mb: Jano's "
+          f"KV cache{'' if cache is None else ', ' + cache.mode + (' offloaded' if cache.offload else '')}): " + "; ".join(
+              f"{r['method']}/{r['preset']} peak {_mb(r.get('peak_mem_mb'))}, cache {_mb(r.get('cache_mb'))}"
+              for r in results["runs"]))
     print(f"wrote {args.out}/results.json, results.md, pareto.png")
     return 0
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} MiB"
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -386,6 +464,7 @@ def _add_generate(sub) -> None:
                      "ranks (Ulysses attention); only rank 0 prints and writes (README, Parallel generation)")
     gen.add_argument("--dist-timeout", type=float, default=600.0,
                      help="with --parallel: seconds a rank waits for the others before the job fails")
+    _cache_args(gen)
     gen.set_defaults(func=_generate)
 
 
@@ -419,6 +498,7 @@ def _add_bench(sub) -> None:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--out", default="bench")
     _device_args(be)
+    _cache_args(be)
     be.set_defaults(func=_bench)
 
     rep = sub.add_parser("report", help="run the README benchmarks and analyses and rewrite its results section")

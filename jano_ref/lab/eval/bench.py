@@ -42,6 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ... import baselines
+from ...jano.cache import CacheOptions
 from ...jano.config import PRESETS as JANO_PRESETS
 from ...jit import PRESETS as JIT_PRESETS
 from ..tiny.data import caption_agreement
@@ -71,8 +72,12 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = "float32"
     sweep: bool = False  # baselines: every value of their knob
+    kv_cache_mode: str = "exact"  # Jano's KV cache (jano.cache.CacheOptions); the defaults leave old benches valid
+    kv_offload: str | None = None
+    max_cache_mb: float | None = None
 
     def __post_init__(self) -> None:
+        self.cache_options()  # validates the cache settings
         unknown = [m for m in self.methods if m not in BENCH_METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(BENCH_METHODS)}")
@@ -97,10 +102,16 @@ class BenchConfig:
         chosen = named + [label for label in swept if label not in named]
         return chosen or [baselines.default_preset(method, self.model)]
 
+    def cache_options(self) -> CacheOptions:
+        return CacheOptions(self.kv_cache_mode, self.kv_offload, self.max_cache_mb)
+
     def identity(self) -> dict:
-        """What a cell's numbers depend on (prompts, methods and presets may grow between invocations)."""
+        """What a cell's numbers depend on (prompts, methods and presets may grow between invocations). Cache
+        settings count only when they are not the defaults, so benches written before they existed stay valid."""
+        cache = {k: v for k, v in dict(kv_cache_mode=self.kv_cache_mode, kv_offload=self.kv_offload,
+                                       max_cache_mb=self.max_cache_mb).items() if v != getattr(BenchConfig, k)}
         return dict(model=self.model, steps=self.steps, warmup=self.warmup, repeats=self.repeats,
-                    device=self.device, dtype=self.dtype)
+                    device=self.device, dtype=self.dtype, **cache)
 
     def runs(self) -> list[tuple[str, str]]:
         """(method, preset) pairs in execution order: full first, steps after the Jano runs it matches."""
@@ -138,6 +149,7 @@ class Cell:
     lpips: float | None = None
     caption: dict = field(default_factory=dict)
     full_seconds: list[float] | None = None  # the full run's timings from the same interleaved rounds
+    cache_mb: float | None = None  # Jano's KV cache (MiB, every branch); 0 for full; None where not measured
 
     @property
     def latency_s(self) -> float:
@@ -194,6 +206,7 @@ class Bench:
         return self._lpips
 
     def run(self) -> dict:
+        self.check_budget()
         groups = [(i, s) for i in range(len(self.prompts)) for s in self.cfg.seeds]
         pending = {g: [(m, p) for m, p in self.cfg.runs() if not self._cell_path(m, p, *g).exists()] for g in groups}
         per_run = self.cfg.warmup + self.cfg.repeats  # generations per run and prompt; full always runs as reference
@@ -203,6 +216,18 @@ class Bench:
                 if runs:
                     self._run_group(runs, i, seed, bar)
         return self.write_results()
+
+    def check_budget(self) -> None:
+        """A cache budget no Jano plan can meet is refused before any generation (every prompt has the same shape)."""
+        from ...jano.sampler import cache_budget
+
+        options = self.cfg.cache_options()
+        jano = [p for m, p in self.cfg.runs() if m in ("jano", "random-levels")]
+        if options.max_cache_mb is None or not jano:
+            return
+        setup = prepare(self.cfg.model, self.prompts[0], steps=self.cfg.steps, model=self.model)
+        for preset in jano:
+            cache_budget(setup.field, JANO_PRESETS[preset], options, self.device)
 
     # one prompt and seed: its runs, timed in interleaved rounds
     def _steps_for(self, method: str, preset: str) -> tuple[int, dict]:
@@ -224,7 +249,8 @@ class Bench:
             return cell.ideal_speedup
         if (preset, i, seed) not in self._ideals:
             setup = prepare(self.cfg.model, self.prompts[i], steps=self.cfg.steps, seed=seed, model=self.model)
-            run = generate(setup.field, setup.noise, setup.sigmas, method="jano", config=JANO_PRESETS[preset])
+            run = generate(setup.field, setup.noise, setup.sigmas, method="jano", config=JANO_PRESETS[preset],
+                           cache=self.cfg.cache_options())
             self._ideals[(preset, i, seed)] = run.report.ideal_speedup
         return self._ideals[(preset, i, seed)]
 
@@ -245,7 +271,7 @@ class Bench:
             sigmas = None  # sample_jit then uses the preset's own Beta-warped steps
         elif method in ("jano", "random-levels"):
             config = JANO_PRESETS[preset]
-            kwargs = dict(method="jano", config=config)
+            kwargs = dict(method="jano", config=config, cache=self.cfg.cache_options())
             params = {k: v for k, v in asdict(config).items() if k != "source"}
             if method == "random-levels":
                 kwargs["level_map"] = lambda levels: shuffled_levels(
@@ -282,7 +308,8 @@ class Bench:
             ideal, fraction = cost_against_full(run.report, self.cfg.steps, setup.noise.shape[1])
             pixels = setup.decode(run.tokens).transpose(0, 1).contiguous()  # [T, 3, H, W]
             cell = Cell(method, preset, i, seed, self.prompts[i], params, seconds[(method, preset)], float(ideal),
-                        float(fraction), peaks[(method, preset)], full_seconds=full_seconds)
+                        float(fraction), peaks[(method, preset)], full_seconds=full_seconds,
+                        cache_mb=_cache_mb(method, run.report))
             cell.caption = caption_agreement(pixels.transpose(0, 1), self.scenes[i])
             if method == "full":
                 save_file({"pixels": pixels.cpu()}, str(self._pixels_path(i, seed)))
@@ -314,6 +341,16 @@ class Bench:
         return results
 
 
+def _cache_mb(method: str, report) -> float | None:
+    """Jano's KV cache of a run in MiB (0 for full compute with all or fewer steps, which caches nothing; None for
+    methods whose caches this does not measure)."""
+    if method in ("full", "steps"):
+        return 0.0
+    if method in ("jano", "random-levels"):
+        return 0.0 if report.cache is None else report.cache.mb
+    return None
+
+
 def aggregate(cfg: BenchConfig, prompts: list[str], load_cell, *, device: str) -> dict:
     """results.json: latency = median over prompts and seeds of each cell's median; quality = mean."""
     runs = []
@@ -341,6 +378,7 @@ def aggregate(cfg: BenchConfig, prompts: list[str], load_cell, *, device: str) -
             ideal_speedup=mean("ideal_speedup"), psnr=mean("psnr"), ssim=mean("ssim"), lpips=mean("lpips"),
             token_fraction=mean("token_fraction"),
             peak_mem_mb=max((c.peak_mem_mb for c in cells if c.peak_mem_mb is not None), default=None),
+            cache_mb=max((c.cache_mb for c in cells if c.cache_mb is not None), default=None),
             caption_colour=statistics.fmean(c.caption.get("colour", False) for c in cells),
             caption_shape=statistics.fmean(c.caption.get("shape", False) for c in cells),
             cells=len(cells),

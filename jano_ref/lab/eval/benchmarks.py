@@ -3,8 +3,12 @@
     python -m jano_ref.benchmarks analyzer         # analyzer cost at Flux-1024^2 and Wan-1.3B latent sizes
     python -m jano_ref.benchmarks cached-forward   # measured vs ideal speedup of the cached forward
     python -m jano_ref.benchmarks fixed-cost       # the per-call cost token skipping cannot remove, on tiny-flux
+    python -m jano_ref.benchmarks memory           # Jano's KV cache of the official models at official sizes (no run)
+    python -m jano_ref.benchmarks memory --model wan2.1-14b --frames 81 --height 720 --width 1280 --frozen 0.7
+    python -m jano_ref.benchmarks cache-modes --model tiny-wan   # exact / offload / hidden / bf16 cache: MiB, s, PSNR
 
-Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names.
+Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names
+(``memory`` only computes: ``jano_ref.jano.memory``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import torch
 from models import build_model
 
 from ...jano.analyzer import analyze, flux_block_grid
-from ...jano.cache import LevelKVCache
+from ...jano.cache import CacheOptions, LevelKVCache
 from ...jano.config import PRESETS
+from ...jano.memory import OFFICIAL_MODELS, PlannedCache, planned_cache
 from ...runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
 from ...jano.plan import REFRESH, JanoPlan, computed_tokens
-from ...runtime.timing import synchronize, timed_runs
+from ...runtime.timing import interleaved_rounds, synchronize, timed_runs
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -206,27 +211,158 @@ def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, mod
     return r
 
 
+# ---- memory -------------------------------------------------------------------------------------------------------
+
+# (height, width, frames) each official model is run at; the README table lists the first three
+OFFICIAL_SIZES = {"flux-dev": (1024, 1024, 1), "wan2.1-1.3b": (480, 832, 81), "wan2.1-14b": (720, 1280, 81),
+                  "flux-schnell": (1024, 1024, 1)}
+
+
+def _size(mib: float) -> str:
+    return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+
+
+def memory_table(plans: list[PlannedCache]) -> str:
+    """Markdown: each plan's cache in every mode, and what the device holds with ``--kv-offload cpu``."""
+    lines = ["| model | size | tokens | cached | layers x heads x head_dim | dtype, branches | exact | hidden | "
+             "exact, offloaded: on the device | hidden, offloaded: on the device |", "|---" * 10 + "|"]
+    for p in plans:
+        g = p.geometry
+        lines.append(
+            f"| {p.model} | {p.size} | {p.tokens} | {p.cached_tokens} | {g.layers} x {g.heads} x {g.head_dim} | "
+            f"{str(g.dtype).removeprefix('torch.')}, {g.branches} | {_size(p.total_mb())} | {_size(p.total_mb('hidden'))} | "
+            f"{_size(p.offloaded_mb())} | {_size(p.offloaded_mb('hidden'))} |")
+    return "\n".join(lines)
+
+
+def bench_memory(model: str | None, height: int | None, width: int | None, frames: int | None, frozen: float,
+                 dtype: torch.dtype, branches: int | None) -> list[PlannedCache]:
+    if model is None:
+        plans = [planned_cache(m, *size, frozen=frozen, dtype=dtype, branches=branches)
+                 for m, size in list(OFFICIAL_SIZES.items())[:3]]
+    else:
+        h, w, f = OFFICIAL_SIZES[model]
+        plans = [planned_cache(model, height or h, width or w, frames or f, frozen=frozen, dtype=dtype,
+                               branches=branches)]
+    what = "every token static or moderate: the worst case of any preset" if frozen == 1 else f"{frozen:.0%} of tokens static or moderate"
+    print(f"Jano KV cache, computed from the model parameters (jano_ref.jano.memory; {what}). Bytes = 2 (K and V; 1 for "
+          "the hidden mode) x layers x cached tokens x heads x head_dim x bytes per element x branches; offloaded, the "
+          "device holds two layers of one branch.")
+    print(memory_table(plans))
+    return plans
+
+
+@dataclass
+class ModeRun:
+    name: str
+    cache_mb: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # this process's CPU time: less sensitive than the wall clock to other load on a shared machine
+    psnr_vs_exact: float  # pixels against the exact cache's (inf: identical)
+    max_abs_vs_exact: float  # token latents
+    identical: bool
+
+
+def cache_modes(setup, preset: str, repeats: int, device: torch.device) -> list[ModeRun]:
+    """Jano with each cache variant on one prompt, timed in interleaved rounds (one warm-up each), against the exact
+    cache: its cache size, median wall and CPU seconds, PSNR of the decoded pixels and the largest token difference.
+    Full compute is the last row, for scale (its PSNR is Jano's own loss)."""
+    from ...generate import generate
+    from .metrics import psnr
+
+    variants = {"exact": CacheOptions(), "exact, --kv-offload cpu": CacheOptions(offload="cpu"),
+                "hidden": CacheOptions("hidden"), "bf16": CacheOptions("bf16"), "full compute": None}
+
+    def once(options):
+        method = "full" if options is None else "jano"
+        return lambda: generate(setup.field, setup.noise, setup.sigmas, method=method, config=preset, cache=options)
+
+    runs = {name: once(options) for name, options in variants.items()}
+    for run in runs.values():
+        timed_runs(run, 1, 0, device)
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+
+    def cpu_timed(name: str):
+        def run():
+            start = time.process_time()
+            result = runs[name]()
+            cpu[name].append(time.process_time() - start)
+            return result
+        return run
+
+    results = interleaved_rounds({name: cpu_timed(name) for name in runs}, repeats, device)
+    exact = results["exact"][0]
+    pixels = lambda tokens: setup.decode(tokens).transpose(0, 1)  # noqa: E731  [T, 3, H, W]
+    out = []
+    for name, (run, seconds) in results.items():
+        cache = getattr(run.report, "cache", None)
+        out.append(ModeRun(name, 0.0 if cache is None else cache.mb, statistics.median(seconds),
+                           statistics.median(cpu[name]),
+                           float(psnr(pixels(run.tokens), pixels(exact.tokens)).mean()),
+                           float((run.tokens.float() - exact.tokens.float()).abs().max()),
+                           torch.equal(run.tokens, exact.tokens)))
+    return out
+
+
+def bench_cache_modes(repeats: int, device: torch.device, dtype: torch.dtype, model_name: str, prompt: str,
+                      preset: str, steps: int) -> list[ModeRun]:
+    from ...pipelines.tiny import load_model, prepare
+
+    setup = prepare(model_name, prompt, steps=steps, model=load_model(model_name, device=device, dtype=dtype))
+    rows = cache_modes(setup, preset, repeats, device)
+    exact = rows[0]
+    print(f"device {device}, {dtype}, {torch.get_num_threads()} threads; {model_name} jano/{preset}, {steps} steps, "
+          f"{prompt!r}; median of {repeats} interleaved rounds")
+    print("| cache | MiB | wall s | CPU s | CPU time vs exact | PSNR vs exact | max abs token diff | bit-identical |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.name} | {r.cache_mb:.2f} | {r.seconds:.3f} | {r.cpu_seconds:.3f} | "
+              f"{r.cpu_seconds / exact.cpu_seconds:.2f}x | "
+              f"{r.psnr_vs_exact:.2f} dB | {r.max_abs_vs_exact:.2e} | {'yes' if r.identical else 'no'} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jano_ref.benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost"])
+    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost", "memory", "cache-modes"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                        help="default float32 (memory: bfloat16, as the official models run)")
     parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
-    parser.add_argument("--model", default="tiny-flux", choices=["tiny-flux", "tiny-wan"], help="fixed-cost: the model")
+    parser.add_argument("--model", default=None, help="fixed-cost, cache-modes: tiny-flux (default) or tiny-wan; "
+                        "memory: an official model (default: flux-dev, wan2.1-1.3b and wan2.1-14b at official sizes)")
     parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
-    parser.add_argument("--preset", default=None, help="fixed-cost: Jano preset (default: the model's own)")
+    parser.add_argument("--preset", default=None, help="fixed-cost, cache-modes: Jano preset (default: the model's own)")
+    parser.add_argument("--steps", type=int, default=50, help="cache-modes: denoising steps")
+    parser.add_argument("--height", type=int, default=None, help="memory: pixels (default: the model's official size)")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=None, help="memory: video frames, 4n + 1 (default 81)")
+    parser.add_argument("--frozen", type=float, default=1.0,
+                        help="memory: share of static + moderate tokens (default 1: the worst case)")
+    parser.add_argument("--branches", type=int, default=None, help="memory: guidance branches (default: Wan 2, Flux 1)")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.which == "memory" else "float32"))
     torch.manual_seed(0)
+    if args.which in ("fixed-cost", "cache-modes"):
+        from ...pipelines.tiny import SPECS
+
+        model = args.model or "tiny-flux"
+        if model not in SPECS:
+            parser.error(f"--model {model}: {args.which} runs a tiny model; choose one of {', '.join(SPECS)}")
+        preset = args.preset or SPECS[model].jano_preset
     if args.which == "analyzer":
         bench_analyzer(args.repeats, device, dtype)
     elif args.which == "fixed-cost":
-        from ...pipelines.tiny import SPECS
-
-        preset = args.preset or SPECS[args.model].jano_preset
-        bench_fixed_cost(args.repeats, device, dtype, args.model, args.prompt, preset)
+        bench_fixed_cost(args.repeats, device, dtype, model, args.prompt, preset)
+    elif args.which == "cache-modes":
+        bench_cache_modes(args.repeats, device, dtype, model, args.prompt, preset, args.steps)
+    elif args.which == "memory":
+        if args.model is not None and args.model not in OFFICIAL_MODELS:
+            parser.error(f"--model {args.model}: the planner covers the official models: {', '.join(OFFICIAL_MODELS)}")
+        bench_memory(args.model, args.height, args.width, args.frames, args.frozen, dtype, args.branches)
     else:
         bench_cached_forward(args.repeats, device, dtype, args.latent)
 

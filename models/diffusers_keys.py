@@ -58,6 +58,23 @@ def wan_key(key: str) -> str:
     return key
 
 
+def wan_key_to_diffusers(key: str) -> str:
+    """The inverse of ``wan_key``: our (official) Wan key -> diffusers' (what diffusers' converter writes)."""
+    if key == "head.modulation":
+        return "scale_shift_table"
+    if key.startswith("head.head."):
+        return "proj_out." + key.removeprefix("head.head.")
+    if key.endswith(".modulation") and key.startswith("blocks."):
+        return key.removesuffix("modulation") + "scale_shift_table"
+    norm = _WAN_NORM.match(key)
+    if norm:
+        other = "3" if norm.group(2) == "2" else "2"
+        key = f"{norm.group(1)}.norm{other}." + key[norm.end():]
+    for new, old in reversed(_WAN_RENAMES):
+        key = key.replace(old, new)
+    return key
+
+
 def wan_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """A diffusers ``WanTransformer3DModel`` state dict in our key layout (same tensors, renamed)."""
     return {wan_key(k): v for k, v in sd.items()}

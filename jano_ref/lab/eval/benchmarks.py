@@ -3,6 +3,8 @@
     python -m jano_ref.benchmarks analyzer         # analyzer cost at Flux-1024^2 and Wan-1.3B latent sizes
     python -m jano_ref.benchmarks cached-forward   # measured vs ideal speedup of the cached forward
     python -m jano_ref.benchmarks fixed-cost       # the per-call cost token skipping cannot remove, on tiny-flux
+    python -m jano_ref.benchmarks real-shape --model flux-dev|wan2.1-1.3b   # the official pipelines' stages on
+                                                   # random weights of the real architecture (lab/eval/real_shape.py)
 
 Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names.
 """
@@ -208,17 +210,37 @@ def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, mod
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jano_ref.benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost", "real-shape"])
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; real-shape 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                        help="default float32 (real-shape: bfloat16 on CUDA)")
     parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
-    parser.add_argument("--model", default="tiny-flux", choices=["tiny-flux", "tiny-wan"], help="fixed-cost: the model")
+    parser.add_argument("--model", default=None, choices=["tiny-flux", "tiny-wan", "flux-dev", "wan2.1-1.3b"],
+                        help="fixed-cost: tiny-flux (default) or tiny-wan; real-shape: flux-dev (default) or wan2.1-1.3b")
     parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
     parser.add_argument("--preset", default=None, help="fixed-cost: Jano preset (default: the model's own)")
+    parser.add_argument("--size", default=None, choices=["reduced", "full"],
+                        help="real-shape: full (default on a GPU) or reduced (default on a CPU) architecture and size")
+    parser.add_argument("--steps", type=int, default=None, help="real-shape: denoising steps (default 50)")
+    parser.add_argument("--warmup", type=int, default=1, help="real-shape: untimed runs per method")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
     torch.manual_seed(0)
+    if args.which == "real-shape":
+        from .real_shape import MODELS, bench_real_shape
+
+        model = args.model or "flux-dev"
+        if model not in MODELS:
+            parser.error(f"real-shape runs {' or '.join(MODELS)}, not {model}")
+        bench_real_shape(model, args.size, device, args.dtype and getattr(torch, args.dtype), args.steps,
+                         args.repeats or 1, args.warmup)
+        return
+    dtype = getattr(torch, args.dtype or "float32")
+    args.repeats = args.repeats or 3
+    args.model = args.model or "tiny-flux"
+    if args.which == "fixed-cost" and args.model not in ("tiny-flux", "tiny-wan"):
+        parser.error("fixed-cost runs tiny-flux or tiny-wan")
     if args.which == "analyzer":
         bench_analyzer(args.repeats, device, dtype)
     elif args.which == "fixed-cost":

@@ -140,3 +140,15 @@ def test_transformer_mapping_shares_weights_and_refuses_other_models(pipe_name, 
         transformer_from_diffusers(pipe.vae)
     with pytest.raises(TypeError, match="FluxPipeline or WanPipeline"):
         prepare(json, "a cat")
+
+
+def test_compare_on_a_diffusers_setup_gives_the_generate_report(flux_pipe):
+    """The diffusers path returns the pictures and the lines `jano generate` prints (lab.compare)."""
+    from jano_ref.lab.compare import compare
+
+    setup = prepare(flux_pipe, "a cat on a mat", height=32, width=32, steps=14, seed=0, max_sequence_length=16)
+    result = compare(setup, "jano", label="flux-dev", warmup=0, repeats=1)
+    assert result.pixels["jano"].shape == (3, 1, 32, 32) and result.files == []
+    assert result.lines[0].startswith("flux-dev: 14 steps over 64 tokens")
+    assert "ideal speedup (token FLOPs)" in result.report and "jano (flux-dev) vs full" in result.report
+    assert result.summary["ideal_speedup"] >= 1.0 and 0 <= result.summary["ssim"] <= 1

@@ -137,20 +137,24 @@ def _generate_real(args: argparse.Namespace) -> int:
     from models.configs import ConfigError
     from models.loading import CheckpointError
     from ..pipelines import real
-    from ..pipelines.weights import WeightsError, resolve
+    from ..pipelines.weights import WeightsError, is_repo_id, resolve
 
     spec = real.SPECS[args.model]
     if args.random_weights or args.guide_scale is not None:
         raise SystemExit(f"{'--random-weights' if args.random_weights else '--guide-scale'} is for the tiny models; "
                          f"for {args.model} write random weights with `jano fake-weights {spec.family} DIR` and pass "
                          "--weights DIR, and set guidance with --guidance")
+    if spec.guidance is None and args.guidance is not None:
+        raise SystemExit(f"{args.model} has no guidance input (it is timestep-distilled); drop --guidance")
+    if spec.family == "flux" and (args.frames not in (None, 1) or args.negative_prompt is not None):
+        raise SystemExit(f"{args.model} makes one image from one prompt: --frames and --negative-prompt are for Wan")
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else real.default_dtype(device)
     loops = (args.warmup + args.repeats) * (1 if args.method == "full" else 2)
     size = dict(height=args.height, width=args.width, frames=args.frames, steps=args.steps)
     try:
         _require_real_extras(spec.is_video)
-        if args.weights is None or not Path(args.weights).is_dir():  # a download: size the job before fetching
+        if args.weights is None or is_repo_id(args.weights):  # a download: size the job before fetching
             real.check_cpu_job(real.estimate(args.model, None, dtype=dtype, loops=loops, **size), device,
                                allow=args.allow_cpu)
         files = resolve(args.model, args.weights, revision=args.revision, local_files_only=args.offline or None)

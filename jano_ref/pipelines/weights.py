@@ -111,12 +111,17 @@ def resolve(model: str, weights: str | Path | None = None, *, revision: str | No
     path = Path(source)
     if path.is_dir():
         return _files(model, path, str(path), hub=None)
-    if isinstance(source, str) and _REPO_ID.fullmatch(source) and not path.exists():
+    if is_repo_id(source):
         hub = dict(revision=revision, local_files_only=bool(local_files_only), cache_dir=cache_dir)
         folder = _snapshot(source, list(layout.patterns), **hub)
         return _files(model, folder, f"{source}@{revision or 'main'}", hub=hub)
     raise WeightsError(f"--weights {source}: no such folder, and not a Hugging Face repo id (owner/name). "
                        f"{_download_hint(model, '<DIR>')}")
+
+
+def is_repo_id(source: str | Path) -> bool:
+    """Whether ``source`` names a Hub repo (owner/name) rather than a local path."""
+    return isinstance(source, str) and bool(_REPO_ID.fullmatch(source)) and not Path(source).exists()
 
 
 def dit_shapes(files: WeightFiles) -> dict[str, tuple[int, ...]]:
@@ -192,7 +197,8 @@ def _find_tokenizer(kind: str, folder: Path, hub: dict | None, problems: list[st
     if path.is_file():
         return path
     if kind == "clip":  # the FLUX.1 repos ship CLIP's vocab.json + merges.txt only
-        found = _clip_tokenizer_json(hub or {})
+        # With a Hub snapshot, fetch it too; beside a local folder, only look in the Hugging Face cache.
+        found = _clip_tokenizer_json(hub if hub is not None else {"local_files_only": True})
         if found is not None:
             return found
         problems.append(f"{folder.name}/tokenizer.json (CLIP's tokenizer; the FLUX.1 repos have only vocab.json and "
@@ -204,7 +210,7 @@ def _find_tokenizer(kind: str, folder: Path, hub: dict | None, problems: list[st
 
 
 def _clip_tokenizer_json(hub: dict) -> Path | None:
-    """openai/clip-vit-large-patch14's tokenizer.json from the Hub or its cache (None when neither has it)."""
+    """openai/clip-vit-large-patch14's tokenizer.json from the Hub or the cache (None when it cannot be had)."""
     import huggingface_hub
     from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -266,8 +272,9 @@ def _download_hint(model: str, folder: str) -> str:
     if layout.gated:
         hint += f" ({layout.repo} is gated: accept its licence on https://huggingface.co/{layout.repo} and run " \
                 "`hf auth login` first)"
+    fake = "flux-schnell" if model == "flux-schnell" else layout.family
     return hint + "; or omit --weights to fetch it into the Hugging Face cache; or write small random weights in " \
-                  f"this layout with `jano fake-weights {layout.family} DIR` to try the pipeline."
+                  f"this layout with `jano fake-weights {fake} DIR` to try the pipeline."
 
 
 def _snapshot(repo_id: str, patterns: list[str], *, revision, local_files_only, cache_dir) -> Path:
@@ -298,4 +305,4 @@ def _layout(model: str) -> Layout:
 
 
 __all__ = ["CLIP_TOKENIZER_REPO", "CheckpointError", "LAYOUTS", "Layout", "RANDOM_MARK", "WeightFiles", "WeightsError",
-           "dit_shapes", "parameter_count", "resolve"]
+           "dit_shapes", "is_repo_id", "parameter_count", "resolve"]

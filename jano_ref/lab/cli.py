@@ -183,7 +183,8 @@ def _generate_real(args: argparse.Namespace) -> int:
                    frames=frames, steps=steps, seed=args.seed, method=args.method, preset=result.preset,
                    tokens=int(setup.noise.shape[1]), solver=setup.solver, device=device.type,
                    dtype=str(dtype).removeprefix("torch."), random_weights=setup.random_weights,
-                   text_cache=setup.text_cache, stage_seconds=dict(setup.stage_seconds, decode=float(np.median(decode))),
+                   text_cache=setup.text_cache,
+                   stage_seconds=dict(setup.stage_seconds, decode=float(np.median(decode))),
                    stage_peak_mb=setup.stage_peak_mb, **result.summary)
     if setup.random_weights:
         print("note: random weights (written by jano fake-weights): the pictures are meaningless; only the pipeline "

@@ -1,7 +1,7 @@
 """A method against full compute on one setup: what ``jano generate`` runs, writes and prints, for any pipeline
 (the tiny models, the official ones, a diffusers pipeline).
 
-    setup = jano_ref.pipelines.real.prepare("flux-dev", "a cat", weights=DIR)   # or pipelines.diffusers.prepare(pipe, ...)
+    setup = jano_ref.pipelines.real.prepare("flux-dev", "a cat", weights=DIR)  # or pipelines.diffusers.prepare(pipe)
     result = compare(setup, "jano", label="flux-dev", steps=50)
     print(result.report)            # the lines `jano generate` prints
     result.pixels["jano"]           # [3, F, H, W] in [0, 1]

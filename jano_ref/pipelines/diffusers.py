@@ -74,7 +74,8 @@ def transformer_from_diffusers(transformer) -> Flux | WanModel:
         params = FluxParams(in_channels=c.in_channels, out_channels=c.out_channels or c.in_channels,
                             vec_in_dim=c.pooled_projection_dim, context_in_dim=c.joint_attention_dim,
                             hidden_size=c.num_attention_heads * c.attention_head_dim, mlp_ratio=4.0,
-                            num_heads=c.num_attention_heads, depth=c.num_layers, depth_single_blocks=c.num_single_layers,
+                            num_heads=c.num_attention_heads, depth=c.num_layers,
+                            depth_single_blocks=c.num_single_layers,
                             axes_dim=list(c.axes_dims_rope), guidance_embed=c.guidance_embeds)
         cls, state = Flux, flux_state_dict(transformer.state_dict())
     elif isinstance(transformer, WanTransformer3DModel):

@@ -90,7 +90,8 @@ class RealSpec:
 
 SPECS: dict[str, RealSpec] = {
     "flux-dev": RealSpec("flux-dev", "flux", 1024, 1024, None, 50, 3.5, 512, "flux-dev"),
-    "flux-schnell": RealSpec("flux-schnell", "flux", 1024, 1024, None, 4, None, 256, "flux-dev", resolution_shift=False),
+    "flux-schnell": RealSpec("flux-schnell", "flux", 1024, 1024, None, 4, None, 256, "flux-dev",
+                             resolution_shift=False),
     "wan2.1-1.3b": RealSpec("wan2.1-1.3b", "wan", 480, 832, 81, 50, 5.0, 512, "wan", shift=5.0, solver="unipc",
                             negative_prompt=WAN_NEGATIVE_PROMPT, fps=16),
     "wan2.1-14b": RealSpec("wan2.1-14b", "wan", 720, 1280, 81, 50, 5.0, 512, "wan", shift=5.0, solver="unipc",
@@ -469,9 +470,10 @@ def check_cpu_job(job: JobSize, device, *, allow: bool = False) -> None:
     raise JobTooLarge(
         f"this is a GPU-sized job: the {largest} alone holds {job.parameters[largest] / 1e9:.2f} B parameters "
         f"({job.peak_weight_bytes / 2**30:.1f} GiB at {job.bytes_per_value} bytes each{ram_text}), and the "
-        f"denoising loops need about {job.flops / 1e12:.0f} TFLOP ({job.tokens} tokens; about {hours:.1f} h on a CPU at "
-        f"~{CPU_RATE / 1e9:.0f} GFLOP/s). Run it on a GPU (--device cuda; bfloat16 by default), or make it smaller "
-        "(--height/--width/--frames/--steps, --repeats 1 --warmup 0), or pass --allow-cpu to run it here anyway."
+        f"denoising loops need about {job.flops / 1e12:.0f} TFLOP ({job.tokens} tokens; about {hours:.1f} h on a "
+        f"CPU at ~{CPU_RATE / 1e9:.0f} GFLOP/s). Run it on a GPU (--device cuda; bfloat16 by default), or make it "
+        "smaller (--height/--width/--frames/--steps, --repeats 1 --warmup 0), or pass --allow-cpu to run it here "
+        "anyway."
     )
 
 

@@ -151,7 +151,8 @@ def _files(model: str, folder: Path, source: str, hub: dict | None) -> WeightFil
     dit, dit_layout, dit_config = _find_dit(model, folder, problems)
     autoencoder = folder / layout.autoencoder
     if not autoencoder.exists():
-        problems.append(f"{layout.autoencoder} ({'the FLUX.1 autoencoder' if layout.family == 'flux' else 'the Wan2.1 VAE'})")
+        what = "the FLUX.1 autoencoder" if layout.family == "flux" else "the Wan2.1 VAE"
+        problems.append(f"{layout.autoencoder} ({what})")
     autoencoder_config = {}
     if layout.family == "wan" and autoencoder.is_dir():
         autoencoder_config = _read_json(autoencoder / "config.json", problems, "vae/config.json")
@@ -253,8 +254,8 @@ def _missing_message(model: str, folder: Path, source: str, problems: list[str])
     lines = [f"{source} cannot serve {model}: missing or unreadable:", *(f"  - {p}" for p in problems)]
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     if layout.family == "wan" and ("Wan2.1_VAE.pth" in names or any(n.endswith(".pth") for n in names)):
-        lines.append(f"This looks like the original {layout.repo.removesuffix('-Diffusers')} repo: its VAE and umT5 are "
-                     "pickles (.pth), which are never loaded here. Download the -Diffusers repo (its vae/, "
+        lines.append(f"This looks like the original {layout.repo.removesuffix('-Diffusers')} repo: its VAE and umT5 "
+                     "are pickles (.pth), which are never loaded here. Download the -Diffusers repo (its vae/, "
                      "text_encoder/, tokenizer/ are safetensors); keep the original DiT at the top of the folder if "
                      "you like, it is used instead of transformer/.")
     if layout.family == "flux" and (folder / "transformer").is_dir() and not (folder / layout.dit).exists():

@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="default float32 (real-shape: bfloat16 on CUDA)")
     parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
     parser.add_argument("--model", default=None, choices=["tiny-flux", "tiny-wan", "flux-dev", "wan2.1-1.3b"],
-                        help="fixed-cost: tiny-flux (default) or tiny-wan; real-shape: flux-dev (default) or wan2.1-1.3b")
+                        help="fixed-cost: tiny-flux (default) or tiny-wan; real-shape: flux-dev (default) or "
+                        "wan2.1-1.3b")
     parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
     parser.add_argument("--preset", default=None, help="fixed-cost: Jano preset (default: the model's own)")
     parser.add_argument("--size", default=None, choices=["reduced", "full"],

@@ -71,7 +71,8 @@ class RealShapeResult:
         h, w, f = self.pixels
         lines = [f"{self.model} ({self.size} size, random weights), {w}x{h}" + (f"x{f} frames" if f else "")
                  + f", {self.tokens} tokens, {self.steps} steps",
-                 "", "| stage | seconds | peak memory (MiB) | measured speedup | ideal speedup |", "|---|---|---|---|---|"]
+                 "", "| stage | seconds | peak memory (MiB) | measured speedup | ideal speedup |",
+                 "|---|---|---|---|---|"]
         for name, s in self.stages.items():
             measured, ideal = self.speedups.get(name.split(" ")[-1], (None, None))
             cells = [f"{measured:.2f}x" if measured else "", f"{ideal:.2f}x" if ideal else ""]
@@ -90,8 +91,12 @@ def run(model: str, *, size: str, device: torch.device, dtype: torch.dtype, step
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         text, text_stage = _encode_text(spec, reduced, device, dtype)
-        with _default_dtype(dtype):  # initialise in the run's dtype: a full-size fp32 copy would not fit beside it
+        with PeakMemory(device) as peak, _default_dtype(dtype):  # init in the run's dtype: no fp32 copy beside it
+            start = time.perf_counter()
             dit = build_model(model, device=device, **(reduced["dit"] if reduced else {})).eval()
+            synchronize(device)
+            seconds = time.perf_counter() - start
+        dit_stage = StageResult(seconds, peak.peak_mb, " (random init; memory = its weights)")
         field_, latent_shape = _field(spec, dit, text, height, width, frames)
         g = torch.Generator().manual_seed(seed)
         noise = field_.to_tokens(torch.randn(1, *latent_shape, generator=g).to(device, dtype))
@@ -99,6 +104,7 @@ def run(model: str, *, size: str, device: torch.device, dtype: torch.dtype, step
                   else wan_schedule(steps, spec.shift, device=device))
         result = RealShapeResult(model, size, (height, width, frames), noise.shape[1], steps)
         result.stages["text encoding"] = text_stage
+        result.stages["transformer"] = dit_stage
         last = None
         for method in methods:
             config = {"full": None, "jano": spec.jano_preset, "jit": "jit-4x"}[method]
@@ -171,7 +177,8 @@ def _decode(spec, reduced, latent, device, dtype) -> StageResult:
         call()
         synchronize(device)
         seconds = time.perf_counter() - start
-    return StageResult(seconds, peak.peak_mb, " (FLUX.1 AE)" if spec.family == "flux" else " (Wan2.1 VAE, frame by frame)")
+    note = " (FLUX.1 AE)" if spec.family == "flux" else " (Wan2.1 VAE, frame by frame)"
+    return StageResult(seconds, peak.peak_mb, note)
 
 
 def _build(cls, base, overrides, device, dtype):

@@ -84,7 +84,8 @@ def test_generate_wan_on_fake_weights(method, wan_dir, tmp_path, capsys, no_defa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["random_weights"] is True and "random weights" in printed
     assert (summary["height"], summary["width"], summary["frames"]) == (64, 64, 5)
-    assert summary["tokens"] == 2 * 4 * 4 and summary["solver"] == "euler" and "unipc is not wired in" in printed
+    assert summary["tokens"] == 2 * 4 * 4 and summary["solver"] == "unipc" and summary["solver_run"] == "euler"
+    assert "euler over unipc's sigmas (unipc itself is not wired in yet)" in printed
     runs = ["full"] + ([method] if method != "full" else [])
     for run in runs:
         assert (out / f"{run}.gif").exists() and (out / f"{run}_frame04.png").exists()
@@ -117,6 +118,10 @@ def test_prepare_reads_each_architecture_back_from_the_files(flux_dir, wan_dir, 
     wan = real.prepare("wan2.1-1.3b", "a cat", weights=wan_dir, steps=3, frames=9, text_cache=False)
     assert wan.field.model.params.num_heads == 2 and wan.files.dit_layout == "diffusers"
     assert wan.field.context.shape == (1, 512, 32) and wan.field.guide_scale == 5.0
+    # Wan2.1's UniPC grid (models.md §2.6): 0.999 shifted by 5, ..., then 0
+    assert wan.solver == "unipc" and len(wan.sigmas) == 4 and wan.sigmas[-1] == 0
+    assert wan.sigmas[0].item() == pytest.approx(5 * 0.999 / (1 + 4 * 0.999), rel=1e-6)
+    assert wan.sigmas[1].item() == pytest.approx(5 * 0.666 / (1 + 4 * 0.666), rel=1e-6)
     n = len(__import__("models").PromptTokenizer(wan_dir / "tokenizer", "umt5")(["a cat"]).input_ids[0].nonzero())
     assert wan.field.context[0, n:].abs().sum() == 0 and wan.field.context[0, :n].abs().sum() > 0  # trimmed + zeros
     assert wan.decode(wan.noise).shape == (3, 9, 64, 64)
@@ -284,3 +289,4 @@ def test_smoke_defaults_only_for_random_weights(flux_dir):
     official = files.__class__(**{**files.__dict__, "random_weights": False})
     assert real._size(real.SPECS["flux-dev"], official, None, None, None) == (1024, 1024, None)
     assert np.isclose(real.estimate("flux-dev", files, steps=10).flops, real.estimate("flux-dev", files).flops / 5)
+

@@ -168,8 +168,8 @@ def _generate_real(args: argparse.Namespace) -> int:
     height, width, frames = setup.size
     steps = len(setup.sigmas) - 1
     what = "random weights (jano fake-weights)" if setup.random_weights else "weights"
-    solver = setup.solver + ("" if setup.solver == spec.solver else f" (the official {spec.solver} is not wired in "
-                             "yet)")
+    solver = setup.solver if setup.solver in real.SOLVERS_WIRED else \
+        f"euler over {setup.solver}'s sigmas ({setup.solver} itself is not wired in yet)"
     print(f"{args.model} from {what} {files.source}: {width}x{height}" + (f"x{frames} frames" if frames else "")
           + f", {steps} steps, solver {solver}, {device.type} {str(dtype).removeprefix('torch.')}")
     print(f"text encoding {setup.stage_seconds['text_encoding']:.2f} s (embedding cache: {setup.text_cache}), "
@@ -181,7 +181,8 @@ def _generate_real(args: argparse.Namespace) -> int:
     print(f"decoding {np.median(decode):.2f} s per {'video' if frames else 'picture'}")
     summary = dict(model=args.model, prompt=args.prompt, weights=files.source, height=height, width=width,
                    frames=frames, steps=steps, seed=args.seed, method=args.method, preset=result.preset,
-                   tokens=int(setup.noise.shape[1]), solver=setup.solver, device=device.type,
+                   tokens=int(setup.noise.shape[1]), solver=setup.solver,
+                   solver_run=setup.solver if setup.solver in real.SOLVERS_WIRED else "euler", device=device.type,
                    dtype=str(dtype).removeprefix("torch."), random_weights=setup.random_weights,
                    text_cache=setup.text_cache,
                    stage_seconds=dict(setup.stage_seconds, decode=float(np.median(decode))),

@@ -66,7 +66,9 @@ def method_config(method: str, preset: str | None, model: str, jano_default: str
 def time_methods(setup, methods: list[str], preset, config, *, steps: int, warmup: int, repeats: int,
                  device, label: str) -> tuple[dict[str, Generation], dict[str, float]]:
     """Each method's last generation and its median denoising-loop seconds (``warmup`` untimed, ``repeats``
-    timed). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps ``steps``."""
+    timed). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps ``steps``.
+    The methods run Euler over ``setup.sigmas`` (a setup made for another solver, Wan2.1's UniPC, names it in
+    ``setup.solver``: pass it on here once ``generate`` takes a solver)."""
     from ..runtime.timing import timed_runs
 
     sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}

@@ -17,8 +17,9 @@ What each model is fed, as the official code feeds it:
   (schnell 4) Euler steps, shifted by resolution for dev (``flux_schedule``), unshifted for schnell.
 - Wan2.1 (``text2video.py``, ``shared_config.py``; models.md §2.6-2.8): umT5-XXL states with the padding mask,
   trimmed to each prompt's real length and zero-padded to 512; classifier-free guidance 5.0 against Wan's default
-  Chinese negative prompt; flow shift 5.0; 50 steps; 81 frames. Wan's own solver is UniPC (``spec.solver``);
-  until this project's UniPC sampler is wired in, the setup runs Euler on ``wan_schedule`` (``setup.solver``).
+  Chinese negative prompt; flow shift 5.0; 50 steps; 81 frames. Wan's solver is UniPC: the setup carries
+  ``solver = "unipc"`` and UniPC's sigmas (0.999 -> 0, shifted); until this project's UniPC sampler is wired in
+  (``SOLVERS_WIRED``), the methods run Euler over those sigmas and the command says so.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ WAN_NEGATIVE_PROMPT = (
     "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-# Solvers this pipeline runs. Wan2.1's UniPC joins once jano_ref.runtime.sampling has it and generate() takes a
-# solver: add "unipc" here and give _sigmas its schedule (Wan's: 0.999 -> 0, shifted).
-RUNNABLE_SOLVERS = ("euler",)
+# Solvers generate() runs. A setup names the solver its sigmas are for (Wan2.1: "unipc"); until generate() takes a
+# solver (issue 14, item 2), the methods run Euler over the same sigmas. Once it does: add "unipc" here, pass
+# solver=setup.solver in lab/compare.py (time_methods), and use the runtime's UniPC sigmas in _unipc_sigmas.
+SOLVERS_WIRED = ("euler",)
 # Defaults for a folder of random weights written by `jano fake-weights` (its DiT file carries a mark): small enough
 # for a CPU in seconds; random weights draw nothing at any size.
 SMOKE_SIZE = {"flux": (128, 128, None), "wan": (64, 64, 9)}
@@ -155,7 +157,7 @@ class Setup:
     files: WeightFiles
     decoder: Decoder
     size: tuple[int, int, int | None]  # (height, width, frames) in pixels
-    solver: str = "euler"  # the solver these sigmas are for (spec.solver is the official one)
+    solver: str = "euler"  # the solver these sigmas are for (Wan2.1: "unipc"; see SOLVERS_WIRED)
     text_cache: str = "off"  # "hit", "miss" or "off"
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_peak_mb: dict[str, float | None] = field(default_factory=dict)
@@ -239,10 +241,11 @@ def prepare(
         context, context_null = (_pad_rows(e["context"], text_len)[None].to(device) for e in embeddings)
         velocity_field = WanVelocity(dit, context, context_null, tuple(latent_shape[1:]),
                                      guide_scale=spec.guidance if guidance is None else guidance)
-        sigmas = wan_schedule(steps, spec.shift, device=device)
+        sigmas = _unipc_sigmas(steps, spec.shift, device) if spec.solver == "unipc" else wan_schedule(
+            steps, spec.shift, device=device)
     tokens = velocity_field.to_tokens(noise.to(device=device, dtype=dtype))
     return Setup(spec, prompt, velocity_field, tokens, sigmas, files, Decoder(files, device, dtype),
-                 (height, width, frames), solver=_solver(spec), text_cache=status, stage_seconds=stage_seconds,
+                 (height, width, frames), solver=spec.solver, text_cache=status, stage_seconds=stage_seconds,
                  stage_peak_mb=stage_peak)
 
 
@@ -383,8 +386,14 @@ def _flux_guidance(spec: RealSpec, guidance: float | None) -> float | None:
     return spec.guidance if guidance is None else guidance
 
 
-def _solver(spec: RealSpec) -> str:
-    return spec.solver if spec.solver in RUNNABLE_SOLVERS else "euler"
+def _unipc_sigmas(steps: int, shift: float, device) -> Tensor:
+    """Wan2.1's UniPC sigmas (its ``FlowUniPCMultistepScheduler.set_timesteps``; models.md §2.6): linspace(0.999, 0,
+    N + 1)[:-1] shifted by s * sigma / (1 + (s - 1) * sigma), then a final 0. diffusers 0.42's
+    ``UniPCMultistepScheduler(use_flow_sigmas=True)`` uses another grid (linspace(1, 1/1000, N + 1)[:-1], shifted).
+    (The UniPC sampler of issue 14, item 2 brings its own; use that once it is merged.)"""
+    sigmas = torch.linspace(0.999, 0.0, steps + 1, dtype=torch.float64)[:-1]
+    sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=device, dtype=torch.float32)
 
 
 def _cache(text_cache) -> EmbeddingCache:
@@ -516,6 +525,7 @@ def _physical_memory() -> int | None:
         return None
 
 
-__all__ = ["Decoder", "JobSize", "JobTooLarge", "LAYOUTS", "RealSpec", "SPECS", "Setup", "WAN_NEGATIVE_PROMPT",
+__all__ = ["Decoder", "JobSize", "JobTooLarge", "LAYOUTS", "RealSpec", "SOLVERS_WIRED", "SPECS", "Setup",
+           "WAN_NEGATIVE_PROMPT",
            "WeightsError", "check_cpu_job", "default_dtype", "encode_prompts", "estimate", "load_transformer",
            "prepare", "text_recipe"]

@@ -10,6 +10,8 @@
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
     jano card tiny-flux                                          its model card (loss, samples, caption agreement)
     jano models                                                  list model presets
+    jano generate "a cat" --model flux-dev --device cuda        the official models (weights from the Hub or --weights)
+    jano fake-weights flux /tmp/flux                             small random weights in FLUX.1-dev's layout (CPU checks)
 
 The tiny models are trained on procedural captioned pictures (``jano_ref.lab.tiny.data``): prompts read like
 "a COLOUR [TEXTURE] SHAPE on a flat|gradient background" (videos add "moving left|right|up|down" or

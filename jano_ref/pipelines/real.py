@@ -227,15 +227,15 @@ def prepare(
 
     g = torch.Generator().manual_seed(seed)  # CPU generator: the same noise on every device (BFL get_noise seeds so)
     noise = torch.randn(1, *latent_shape, generator=g)
+    velocity_field: FluxVelocity | WanVelocity
     if spec.family == "flux":
-        guidance_value = _flux_guidance(spec, guidance)
-        cond = FluxConditioning(embeddings[0]["txt"][None].to(device), embeddings[0]["y"][None].to(device),
-                                guidance_value)
-        hw = latent_shape[-2:]
-        flux_field = FluxVelocity(dit, cond, hw)
-        sigmas = flux_schedule(steps, (hw[0] // 2) * (hw[1] // 2), shift=spec.resolution_shift, device=device)
-        noise = noise[:, :, 0]
-        velocity_field: FluxVelocity | WanVelocity = flux_field
+        h, w = latent_shape[-2:]
+        text = embeddings[0]
+        cond = FluxConditioning(text["txt"][None].to(device), text["y"][None].to(device),
+                                _flux_guidance(spec, guidance))
+        velocity_field = FluxVelocity(dit, cond, (h, w))
+        sigmas = flux_schedule(steps, (h // 2) * (w // 2), shift=spec.resolution_shift, device=device)
+        noise = noise[:, :, 0]  # an image: [1, C, h, w]
     else:
         text_len = dit.params.text_len
         context, context_null = (_pad_rows(e["context"], text_len)[None].to(device) for e in embeddings)

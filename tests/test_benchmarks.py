@@ -38,6 +38,7 @@ def test_fixed_cost_measures_every_count_and_prices_the_plan():
     assert math.isfinite(r.token_ideal) and r.token_ideal >= 1.0 and math.isfinite(r.fixed_ideal)
 
 
+@pytest.mark.slow  # a few seconds each: random-weight encoders with the real vocabularies
 @pytest.mark.parametrize("model", ["flux-dev", "wan2.1-1.3b"])
 @pytest.mark.usefixtures("one_thread_no_grad")
 def test_real_shape_times_every_stage(model, monkeypatch):

@@ -3,9 +3,9 @@ random weights of the real architecture, timed one by one.
 
 Stages, each timed (device-synchronised) and measured for peak memory (``runtime.timing.PeakMemory``): text encoding
 (T5 + CLIP, or umT5 for the prompt and the negative prompt, on random token ids of the real lengths), the denoising
-loop (full compute, Jano, JiT: median of ``--repeats`` after ``--warmup`` runs, against the ideal speedup each
-method reports), and decoding (FLUX.1 AE / Wan2.1 VAE, one latent frame at a time). Random weights make the pictures
-meaningless and Jano's levels arbitrary; timings and memory depend on the shapes only.
+loop (full compute, Jano, JiT: each warmed up, then timed in ``--repeats`` interleaved rounds, the median against
+the ideal speedup each method reports), and decoding (FLUX.1 AE / Wan2.1 VAE, one latent frame at a time). Random
+weights make the pictures meaningless and Jano's levels arbitrary; timings and memory depend on the shapes only.
 
 ``--size full`` (the default on a GPU): the official architectures and sizes (1024x1024 FLUX.1-dev; 832x480x81
 Wan2.1-1.3B; 50 steps). ``--size reduced`` (the default on a CPU): the same architectures narrowed and shortened as
@@ -35,7 +35,7 @@ from ...jit import PRESETS as JIT_PRESETS
 from ...pipelines.real import SPECS
 from ...runtime.fields import FluxConditioning, FluxVelocity, WanVelocity
 from ...runtime.sampling import flux_schedule, wan_schedule
-from ...runtime.timing import PeakMemory, synchronize, timed_runs
+from ...runtime.timing import PeakMemory, interleaved_rounds, synchronize, timed_runs
 
 MODELS = ("flux-dev", "wan2.1-1.3b")
 # What "reduced" changes; everything else is the official config (models.PRESETS, T5_PRESETS, CLIP_PRESETS, the AE
@@ -106,21 +106,21 @@ def run(model: str, *, size: str, device: torch.device, dtype: torch.dtype, step
         result = RealShapeResult(model, size, (height, width, frames), noise.shape[1], steps)
         result.stages["text encoding"] = text_stage
         result.stages["transformer"] = dit_stage
-        last = None
-        for method in methods:
-            config = {"full": None, "jano": spec.jano_preset, "jit": "jit-4x"}[method]
-            runs = lambda method=method, config=config: generate(  # noqa: E731
-                field_, noise, None if method == "jit" else sigmas, method=method, config=config)
-            with torch.inference_mode():
-                gen, seconds, peak = timed_runs(runs, warmup, repeats, device)
-            median = statistics.median(seconds)
-            n_steps = JIT_PRESETS[config].num_steps if method == "jit" else steps
-            label = f"denoising loop ({n_steps} steps), {method}"
-            result.stages[label] = StageResult(median, peak, f" ({config})" if config else "")
-            ideal, _ = cost_against_full(gen.report, steps, noise.shape[1])
-            full = result.stages.get(f"denoising loop ({steps} steps), full")
-            result.speedups[method] = (full.seconds / median if full else None, ideal)
-            last = gen
+        configs = {m: {"full": None, "jano": spec.jano_preset, "jit": "jit-4x"}[m] for m in methods}
+        runs = {m: (lambda m=m: generate(field_, noise, None if m == "jit" else sigmas, method=m, config=configs[m]))
+                for m in methods}
+        with torch.inference_mode():
+            peaks = {m: timed_runs(runs[m], max(warmup, 1), 0, device)[2] for m in methods}  # warm-up, memory
+            # Timed in rounds, every method once per round, so that a busy stretch of the machine hits them alike.
+            timed = interleaved_rounds(runs, repeats, device)
+        medians = {m: statistics.median(seconds) for m, (_, seconds) in timed.items()}
+        for m in methods:
+            n_steps = JIT_PRESETS[configs[m]].num_steps if m == "jit" else steps
+            note = f" ({configs[m]})" if configs[m] else ""
+            result.stages[f"denoising loop ({n_steps} steps), {m}"] = StageResult(medians[m], peaks[m], note)
+            ideal, _ = cost_against_full(timed[m][0].report, steps, noise.shape[1])
+            result.speedups[m] = (medians["full"] / medians[m] if "full" in medians else None, ideal)
+        last = timed[methods[-1]][0]
         del dit
         gc.collect()
         result.stages["decoding"] = _decode(spec, reduced, field_.to_latent(last.tokens), device, dtype)
@@ -211,7 +211,7 @@ def bench_real_shape(model: str, size: str | None, device: torch.device, dtype: 
     size = size or ("full" if device.type == "cuda" else "reduced")
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     result = run(model, size=size, device=device, dtype=dtype, steps=steps, repeats=repeats, warmup=warmup)
-    print(f"device {device}, {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; median of "
-          f"{repeats} timed runs after {warmup} warm-up")
+    print(f"device {device}, {str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; denoising: "
+          f"median of {repeats} interleaved rounds after {max(warmup, 1)} warm-up")
     print(result.markdown())
     return result

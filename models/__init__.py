@@ -1,7 +1,10 @@
-"""Self-written FLUX.1 and Wan2.1 transformers that load the official checkpoints unchanged.
+"""Self-written FLUX.1 and Wan2.1 transformers that load the official checkpoints unchanged, and the networks
+around them (FLUX.1 autoencoder, Wan2.1 VAE, CLIP-L / T5 / umT5 text encoders, tokenization).
 
     model = build_model("flux-dev", device="meta")        # no memory used yet
     load_checkpoint(model, "flux1-dev.safetensors")       # strict, assign=True, never unpickles
+
+``PRESETS`` / ``build_model`` are the DiTs only; the other networks have their own presets and builders.
 """
 
 from __future__ import annotations
@@ -50,9 +53,18 @@ def build_model(
     return model.eval()
 
 
+from .clip import CLIP_PRESETS, CLIPTextEncoder, CLIPTextParams  # noqa: E402
+from .flux_ae import AE_PRESETS, AutoEncoder, AutoEncoderParams, build_flux_ae  # noqa: E402
 from .loading import CheckpointError, identify_checkpoint, load_checkpoint, read_metadata, read_state_dict  # noqa: E402
+from .t5 import T5_PRESETS, T5Encoder, T5Params  # noqa: E402
+from .tokenization import FLUX_T5_MAX_LENGTH, PromptTokenizer, Tokens, clean_prompt  # noqa: E402
+from .wan_vae import WAN_VAE_PRESETS, WanVAE, WanVAEParams, build_wan_vae  # noqa: E402
 
 __all__ = [
     "PRESETS", "Flux", "FluxParams", "WanModel", "WanParams", "CheckpointError",
     "build_model", "identify_checkpoint", "load_checkpoint", "model_names", "read_metadata", "read_state_dict",
+    "AE_PRESETS", "AutoEncoder", "AutoEncoderParams", "build_flux_ae",
+    "WAN_VAE_PRESETS", "WanVAE", "WanVAEParams", "build_wan_vae",
+    "T5_PRESETS", "T5Encoder", "T5Params", "CLIP_PRESETS", "CLIPTextEncoder", "CLIPTextParams",
+    "FLUX_T5_MAX_LENGTH", "PromptTokenizer", "Tokens", "clean_prompt",
 ]

@@ -66,10 +66,11 @@ class _Entry:
 
 
 def read_metadata(
-    source, *, revision=None, cache_dir=None, local_files_only=None, filename=None
+    source, *, revision=None, cache_dir=None, local_files_only=None, filename=None, rename=None
 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{key: (shape, dtype)}`` from the safetensors headers only (dtype as stored, e.g. ``"BF16"``)."""
-    plan = _plan(source, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    plan = _plan(source, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                 rename=rename)
     return {name: (e.shape, e.dtype) for name, e in plan.items()}
 
 
@@ -83,7 +84,7 @@ def read_state_dict(
 
 def load_checkpoint(
     model: nn.Module, source, *, strict=True, dtype=None, device=None,
-    revision=None, cache_dir=None, local_files_only=None, filename=None,
+    revision=None, cache_dir=None, local_files_only=None, filename=None, rename=None,
 ) -> nn.Module:
     """Load ``source`` into ``model`` with ``assign=True`` and return it in eval mode.
 
@@ -92,9 +93,11 @@ def load_checkpoint(
     parameter has in ``model`` (so ``build_model(name, device="meta", dtype=torch.bfloat16)`` loads bf16).
     ``strict=False`` tolerates missing and unexpected keys (never shape mismatches); unexpected ones are not read.
     A model may declare ``tied_keys`` and ``obsolete_keys`` for the layouts its files come in (``_fit_names``).
+    ``rename`` maps each file key to the model's name for it (e.g. ``models.diffusers_keys.wan_key`` for a
+    diffusers-layout Wan folder); names and shapes are then checked as renamed.
     """
     plan = _fit_names(model, _plan(source, filename, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only))
+                                   local_files_only=local_files_only, rename=rename))
     ties = getattr(model, "tied_keys", {})
     model_state = model.state_dict()
     expected = {k: tuple(v.shape) for k, v in model_state.items() if k not in ties}
@@ -176,8 +179,8 @@ def _fit_names(model: nn.Module, plan: dict[str, _Entry]) -> dict[str, _Entry]:
 # ---- finding the files ----------------------------------------------------------------------------
 
 
-def _plan(source, filename, **hub) -> dict[str, _Entry]:
-    """Resolve ``source`` and read its headers: {stripped key: _Entry}. Reads no tensor data."""
+def _plan(source, filename, rename=None, **hub) -> dict[str, _Entry]:
+    """Resolve ``source`` and read its headers: {stripped (and renamed) key: _Entry}. Reads no tensor data."""
     path = _locate(source, filename, **hub)
     if path.name.endswith(".json"):
         weight_map = _weight_map(path)
@@ -194,7 +197,9 @@ def _plan(source, filename, **hub) -> dict[str, _Entry]:
         entries = {k: (path.parent / s, headers[s][k]) for k, s in weight_map.items()}
     else:
         entries = {k: (path, v) for k, v in _read_header(path).items()}
-    return {k.removeprefix(COMFY_PREFIX): _Entry(f, k, tuple(v["shape"]), v["dtype"]) for k, (f, v) in entries.items()}
+    rename = rename or (lambda key: key)
+    return {rename(k.removeprefix(COMFY_PREFIX)): _Entry(f, k, tuple(v["shape"]), v["dtype"])
+            for k, (f, v) in entries.items()}
 
 
 def _locate(source, filename, **hub) -> Path:

@@ -36,3 +36,25 @@ def test_fixed_cost_measures_every_count_and_prices_the_plan():
     cost = setup.field.token_cost()
     assert r.full_call == pytest.approx(r.a + r.b * cost.forward_flops(n, n))
     assert math.isfinite(r.token_ideal) and r.token_ideal >= 1.0 and math.isfinite(r.fixed_ideal)
+
+
+@pytest.mark.slow  # a few seconds each: random-weight encoders with the real vocabularies
+@pytest.mark.parametrize("model", ["flux-dev", "wan2.1-1.3b"])
+@pytest.mark.usefixtures("one_thread_no_grad")
+def test_real_shape_times_every_stage(model, monkeypatch):
+    """One quick run of `python -m jano_ref.benchmarks real-shape` at an even smaller size than REDUCED."""
+    from jano_ref.lab.eval import real_shape
+
+    smaller = dict(real_shape.REDUCED[model], size=(128, 128, None) if model == "flux-dev" else (32, 32, 5))
+    smaller["decoder"] = dict(ch=32) if model == "flux-dev" else dict(base_dim=8)
+    monkeypatch.setitem(real_shape.REDUCED, model, smaller)
+    result = real_shape.run(model, size="reduced", device=torch.device("cpu"), dtype=torch.float32, steps=3,
+                            methods=("full", "jano"), warmup=0)
+    names = list(result.stages)
+    assert names[:2] == ["text encoding", "transformer"] and names[-1] == "decoding"
+    assert [n for n in names if n.startswith("denoising")] == ["denoising loop (3 steps), full",
+                                                               "denoising loop (3 steps), jano"]
+    assert all(s.seconds > 0 for s in result.stages.values())
+    assert result.speedups["full"] == (1.0, 1.0) and result.speedups["jano"][1] == 1.0  # 3 steps: no plan, all full
+    table = result.markdown()
+    assert table.count("\n| ") == len(names) + 1 and "random weights" in table

@@ -12,6 +12,8 @@
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
     jano card tiny-flux                                          its model card (loss, samples, caption agreement)
     jano models                                                  list model presets
+    jano generate "a cat" --model flux-dev --device cuda        the official models (weights from the Hub or --weights)
+    jano fake-weights flux /tmp/flux                             small random weights in FLUX.1-dev's layout (CPU checks)
 
 The tiny models are trained on procedural captioned pictures (``jano_ref.lab.tiny.data``): prompts read like
 "a COLOUR [TEXTURE] SHAPE on a flat|gradient background" (videos add "moving left|right|up|down" or
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -34,46 +35,51 @@ import torch
 
 import models
 
+from ..generate import METHODS
 from ..jano.cache import CacheOptions
-from ..jano.config import PRESETS as JANO_PRESETS
-from ..jit import PRESETS as JIT_PRESETS
-from .tiny.data import caption_agreement, caption_truth
-from ..generate import METHODS, cost_against_full, generate
-from .imageio import pixels_to_uint8, staged_folder, write_gif, write_png, write_text
-from .plot import heatmap, image_grid, level_overlay, xy_chart
-from .progress import Progress
+from ..pipelines.real import SPECS as REAL_SPECS
 from ..pipelines.tiny import SPECS, Setup, load_model, prepare
+from .compare import compare, compare_with_full, memory_line, method_config, time_methods, timing_line, write_picture
+from .compare import level_map_picture as _level_map_picture
+from .imageio import staged_folder, write_png, write_text
+from .plot import heatmap, image_grid, xy_chart
+from .progress import Progress
+from .tiny.data import caption_agreement, caption_truth
 from .tiny.train import PRECISIONS, T_SAMPLINGS, TrainConfig, train
 
 VIEW_SCALE = 4  # the tiny models draw 64 px pictures: write them enlarged (nearest neighbour) to be seen
+REAL_ONLY = ("weights", "revision", "height", "width", "frames", "guidance", "negative_prompt", "text_cache")
 
 
 def _write_picture(out: Path, stem: str, pixels: torch.Tensor) -> list[Path]:
     """pixels [3, T, H, W]: a PNG for an image; a GIF plus one PNG per frame for a video."""
-    frames = [pixels_to_uint8(pixels[:, t], VIEW_SCALE) for t in range(pixels.shape[1])]
-    if len(frames) == 1:
-        return [write_png(out / f"{stem}.png", frames[0])]
-    files = [write_gif(out / f"{stem}.gif", frames, duration_ms=250)]
-    return files + [write_png(out / f"{stem}_frame{t:02d}.png", f) for t, f in enumerate(frames)]
+    return write_picture(out, stem, pixels, VIEW_SCALE)
 
 
-def level_map_picture(setup: Setup, pixels: torch.Tensor, token_levels: torch.Tensor) -> np.ndarray:
+def level_map_picture(setup: Setup, pixels: torch.Tensor, token_levels: torch.Tensor, scale: int = VIEW_SCALE
+                      ) -> np.ndarray:
     """The level of every token over the picture (every frame side by side for video)."""
-    t, h, w = setup.field.token_grid
-    levels = token_levels.reshape(t, h, w).cpu().numpy()
-    frame_of = lambda i: min(i * pixels.shape[1] // t, pixels.shape[1] - 1)  # noqa: E731
-    tiles = [level_overlay(pixels_to_uint8(pixels[:, frame_of(i)], VIEW_SCALE), levels[i], base=1) for i in range(t)]
-    return tiles[0] if t == 1 else image_grid(tiles, cols=t, labels=[f"frame {i}" for i in range(t)])
+    return _level_map_picture(setup, pixels, token_levels, scale)
 
 
-def _device_args(p: argparse.ArgumentParser) -> None:
+def _device_args(p: argparse.ArgumentParser, dtype_default: str | None = "float32") -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default=dtype_default, choices=["float32", "bfloat16", "float16"],
+                   help=None if dtype_default else "default: bfloat16 for the official models on CUDA, else float32")
 
 
 def _load(args: argparse.Namespace):
-    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype),
+    return load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype or "float32"),
                       random_weights=getattr(args, "random_weights", False))
+
+
+def _method_config(method: str, preset: str | None, model: str):
+    """(preset name, config) for ``jano generate``; the default preset is the model's own."""
+    jano_default = (REAL_SPECS[model] if model in REAL_SPECS else SPECS[model]).jano_preset
+    try:
+        return method_config(method, preset, model, jano_default)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _cache_args(p: argparse.ArgumentParser) -> None:
@@ -115,36 +121,17 @@ def _check_budget(setup: Setup, preset, cache: CacheOptions | None, device: str)
             raise SystemExit(f"--max-cache-mb: {error}") from None
 
 
-def _memory_line(runs: dict, peaks: dict, device: str) -> str:
-    """Each method's peak memory (``timing.PeakMemory`` over its first run) and Jano's cache size."""
-    what = "CUDA allocator peak" if torch.device(device).type == "cuda" else "peak RSS"
-    parts = []
-    for method, run in runs.items():
-        peak = "n/a" if peaks[method] is None else f"{peaks[method]:.1f} MiB"
-        cache = getattr(run.report, "cache", None)
-        parts.append(f"{method} {peak}" + ("" if cache is None else f" ({cache.describe()})"))
-    return f"peak memory ({what} above the start of the first run): " + "; ".join(parts)
-
-
-def _method_config(method: str, preset: str | None, model: str):
-    """(preset name, config) for ``jano generate``; the default preset is the model's own."""
-    from ..baselines import BASELINES, default_preset, resolve
-
-    if method == "full":
-        return None, None
-    if method in BASELINES:
-        try:
-            return preset or default_preset(method, model), resolve(method, preset, model)
-        except (KeyError, ValueError) as error:
-            raise SystemExit(f"--preset: {error.args[0]}") from None
-    presets = JIT_PRESETS if method == "jit" else JANO_PRESETS
-    preset = preset or ("jit-4x" if method == "jit" else SPECS[model].jano_preset)
-    if preset not in presets:
-        raise SystemExit(f"--preset {preset} is not a {method} preset; choose one of {', '.join(presets)}")
-    return preset, preset
-
-
 def _generate(args: argparse.Namespace) -> int:
+    if args.model in REAL_SPECS:
+        if args.parallel != "none":
+            raise SystemExit("--parallel runs the tiny models; the official models run in one process")
+        return _generate_real(args)
+    given = [f"--{name.replace('_', '-')}" for name in REAL_ONLY if getattr(args, name) is not None]
+    if given or args.allow_cpu or args.offline or args.no_text_cache:
+        raise SystemExit(f"{', '.join(given) or '--allow-cpu / --offline'}: for the official models "
+                         f"({', '.join(REAL_SPECS)}); {args.model} has its own size, weights and guidance "
+                         "(--guide-scale)")
+    args.steps = 50 if args.steps is None else args.steps
     if args.parallel == "none":
         return _generate_on(args, None)
     return _generate_parallel(args)
@@ -199,7 +186,9 @@ def _generate_on(args: argparse.Namespace, group) -> int:
     methods = ["full"] if args.method == "full" else ["full", args.method]
     cache = _cache_options(args, [args.method])
     _check_budget(setup, config, cache, args.device)
-    runs, median, peaks, wire = _time_methods(args, setup, methods, preset, config, group, cache)
+    runs, median, peaks, wire = time_methods(setup, methods, preset, config, steps=args.steps, warmup=args.warmup,
+                                             repeats=args.repeats, device=args.device, label=args.model,
+                                             cache=cache, group=group)
     if group is not None and group.rank != 0:
         return 0  # rank 0 reports and writes
     out = Path(args.out)
@@ -221,9 +210,8 @@ def _report_generation(args, setup: Setup, preset, methods, runs, median, peaks,
     if truth is not None:
         summary["caption_agreement"] = {m: caption_agreement(p, truth) for m, p in pixels.items()}
     summary["denoise_seconds_median"] = median
-    print(f"{args.model}: {args.steps} steps over {setup.noise.shape[1]} tokens; denoising loop median of "
-          f"{args.repeats} runs after {args.warmup} warm-up: " + ", ".join(f"{m} {s:.3f} s" for m, s in median.items()))
-    print(_memory_line(runs, peaks, args.device))
+    print(timing_line(args.model, args.steps, setup.noise.shape[1], args.repeats, args.warmup, median))
+    print(memory_line(runs, peaks, args.device))
     if args.method != "full":
         files += _compare_with_full(args, setup, preset, runs[args.method].report, pixels, median, summary, out)
     if "caption_agreement" in summary:
@@ -251,61 +239,109 @@ def _print_wire(args, wire: dict[str, list[dict[str, float]]]) -> dict:
     return dict(mode=args.parallel, world_size=ranks, bytes_per_step=wire)
 
 
-def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], preset, config, group=None, cache=None):
-    """Each method's last generation, its median denoising-loop seconds (``--warmup`` untimed, ``--repeats``
-    timed), the peak memory of its first run and, split over ranks (``group``), every rank's bytes sent per step
-    (else empty). JiT brings its own step count and Beta-warped timesteps (sigmas None); full keeps --steps.
-    ``cache`` (Jano's ``CacheOptions``) goes to the Jano run."""
-    from ..runtime.timing import timed_runs
-
-    sigmas = {m: None if m == "jit" else setup.sigmas for m in methods}
-    steps = {m: JIT_PRESETS[preset].num_steps if m == "jit" else args.steps for m in methods}
-    device = torch.device(args.device)
-    meter = getattr(setup.field, "meter", None)
-    runs, seconds, peaks, wire = {}, {}, {}, {}
-    with Progress((args.warmup + args.repeats) * sum(steps.values()), f"{args.model} sampling",
-                  enabled=group is None or group.rank == 0) as bar:
-        for method in methods:
-            def once(method=method):
-                if meter is not None:
-                    meter.reset()  # count the last run only
-                return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
-                                callback=lambda info: bar.update(note=method),
-                                cache=cache if method == "jano" else None)
-            runs[method], seconds[method], peaks[method] = timed_runs(once, args.warmup, args.repeats, device)
-            if group is not None:
-                from ..runtime.parallel import gather_per_step
-
-                wire[method] = gather_per_step(meter, group)
-    return runs, {m: float(np.median(s)) for m, s in seconds.items()}, peaks, wire
-
-
 def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summary: dict, out: Path) -> list[Path]:
     """Print what the method did and how it compares with full compute; add it to ``summary``; the files written."""
-    from .eval.metrics import frame_metrics
-
-    files = []
-    quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
-    if args.method == "jano":
-        if report.token_levels is not None:  # None when --steps leaves no step after Jano's warm-up
-            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
-        print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
-        if args.max_cache_mb is not None and report.cache is not None:
-            print(f"--max-cache-mb {args.max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made active to fit; "
-                  f"the cache holds {report.cache.resident / 2**20:.2f} MiB on the device")
-    elif args.method == "jit":
-        print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
-    else:
-        counts = Counter(report.decisions)
-        print(f"{args.method} ({preset}): " + ", ".join(f"{n} steps {d}" for d, n in counts.items())
-              + " (cond branch)")
-    ideal, fraction = cost_against_full(report, args.steps, setup.noise.shape[1])
-    summary.update(measured_speedup=median["full"] / median[args.method], ideal_speedup=ideal,
-                   token_fraction=fraction, **quality)
-    print(f"{args.method} ({preset}) vs full: measured speedup {summary['measured_speedup']:.2f}x, ideal "
-          f"{summary['ideal_speedup']:.2f}x; PSNR {quality['psnr']:.2f} dB, SSIM {quality['ssim']:.4f}, "
-          f"LPIPS {quality['lpips']:.4f}")
+    lines, fields, files = compare_with_full(setup, args.method, preset, report, pixels, median, steps=args.steps,
+                                             out=out, view_scale=VIEW_SCALE, max_cache_mb=args.max_cache_mb)
+    for line in lines:
+        print(line)
+    summary.update(fields)
     return files
+
+
+def _generate_real(args: argparse.Namespace) -> int:
+    """``jano generate --model flux-dev|flux-schnell|wan2.1-1.3b|wan2.1-14b``: the official models from a weights
+    folder or the Hub. Everything that can be refused (missing extra, weights, a GPU-sized job on a CPU, a size the
+    model cannot make) is refused before any network runs."""
+    from models.configs import ConfigError
+    from models.loading import CheckpointError
+    from ..pipelines import real
+    from ..pipelines.weights import WeightsError, is_repo_id, resolve
+
+    spec = real.SPECS[args.model]
+    if args.random_weights or args.guide_scale is not None:
+        raise SystemExit(f"{'--random-weights' if args.random_weights else '--guide-scale'} is for the tiny models; "
+                         f"for {args.model} write random weights with `jano fake-weights {spec.family} DIR` and pass "
+                         "--weights DIR, and set guidance with --guidance")
+    if spec.guidance is None and args.guidance is not None:
+        raise SystemExit(f"{args.model} has no guidance input (it is timestep-distilled); drop --guidance")
+    if spec.family == "flux" and (args.frames not in (None, 1) or args.negative_prompt is not None):
+        raise SystemExit(f"{args.model} makes one image from one prompt: --frames and --negative-prompt are for Wan")
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else real.default_dtype(device)
+    loops = (args.warmup + args.repeats) * (1 if args.method == "full" else 2)
+    size = dict(height=args.height, width=args.width, frames=args.frames, steps=args.steps)
+    try:
+        _require_real_extras(spec.is_video)
+        if args.weights is None or is_repo_id(args.weights):  # a download: size the job before fetching
+            real.check_cpu_job(real.estimate(args.model, None, dtype=dtype, loops=loops, **size), device,
+                               allow=args.allow_cpu)
+        files = resolve(args.model, args.weights, revision=args.revision, local_files_only=args.offline or None)
+        real.check_cpu_job(real.estimate(args.model, files, dtype=dtype, loops=loops, **size), device,
+                           allow=args.allow_cpu)
+        text_cache = False if args.no_text_cache else args.text_cache
+        setup = real.prepare(args.model, args.prompt, files=files, guidance=args.guidance, seed=args.seed,
+                             device=device, dtype=dtype, negative_prompt=args.negative_prompt, text_cache=text_cache,
+                             **size)
+    except (WeightsError, CheckpointError, ConfigError, real.JobTooLarge, ImportError, ValueError) as err:
+        raise SystemExit(f"jano generate --model {args.model}: {err}") from None
+    height, width, frames = setup.size
+    steps = len(setup.sigmas) - 1
+    what = "random weights (jano fake-weights)" if setup.random_weights else "weights"
+    from ..baselines import BASELINES
+
+    solver = setup.solver + (" (the caching baselines step with Euler)" if args.method in BASELINES else "")
+    print(f"{args.model} from {what} {files.source}: {width}x{height}" + (f"x{frames} frames" if frames else "")
+          + f", {steps} steps, solver {solver}, {device.type} {str(dtype).removeprefix('torch.')}")
+    print(f"text encoding {setup.stage_seconds['text_encoding']:.2f} s (embedding cache: {setup.text_cache}), "
+          f"transformer load {setup.stage_seconds['load_transformer']:.2f} s")
+    out = Path(args.out)
+    result = compare(setup, args.method, args.preset, label=args.model, steps=steps, warmup=args.warmup,
+                     repeats=args.repeats, device=device, out=out, view_scale=1, fps=spec.fps, echo=print,
+                     cache=_cache_options(args, [args.method]))
+    decode = setup.decoder.seconds
+    print(f"decoding {np.median(decode):.2f} s per {'video' if frames else 'picture'}")
+    summary = dict(model=args.model, prompt=args.prompt, weights=files.source, height=height, width=width,
+                   frames=frames, steps=steps, seed=args.seed, method=args.method, preset=result.preset,
+                   tokens=int(setup.noise.shape[1]), solver=setup.solver,
+                   device=device.type,
+                   dtype=str(dtype).removeprefix("torch."), random_weights=setup.random_weights,
+                   text_cache=setup.text_cache,
+                   stage_seconds=dict(setup.stage_seconds, decode=float(np.median(decode))),
+                   stage_peak_mb=setup.stage_peak_mb, **result.summary)
+    if setup.random_weights:
+        print("note: random weights (written by jano fake-weights): the pictures are meaningless; only the pipeline "
+              "is exercised")
+    files_written = result.files + [out / "summary.json"]
+    summary["files"] = [str(f) for f in result.files]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print("wrote " + ", ".join(str(f) for f in files_written))
+    return 0
+
+
+def _require_real_extras(video: bool) -> None:
+    """The ``real`` extra: tokenizers (always) and PyAV (videos are also written as MP4)."""
+    from models.tokenization import _import_tokenizers
+
+    from .imageio import import_av
+
+    _import_tokenizers()
+    if video:
+        import_av()
+
+
+def _fake_weights(args: argparse.Namespace) -> int:
+    from .fake_weights import KINDS, write_fake_weights
+
+    try:
+        files = write_fake_weights(args.kind, args.dir, seed=args.seed)
+    except ImportError as err:
+        raise SystemExit(str(err)) from None
+    model = KINDS[args.kind]
+    print(f"wrote {len(files)} files to {args.dir}: RANDOM weights in the layout of the official {model} repo "
+          "(small shapes; the pictures they draw mean nothing). Try the real-model pipeline with them:")
+    print(f'  jano generate "a cat" --model {model} --weights {args.dir}')
+    return 0
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -437,22 +473,23 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-flux", choices=sorted(SPECS))
+def _model_args(p: argparse.ArgumentParser, real: bool = False) -> None:
+    p.add_argument("--model", default="tiny-flux", choices=sorted(SPECS) + (list(REAL_SPECS) if real else []))
     p.add_argument("--preset", default=None,
                    help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
                    "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
                    "first preset, or the one fitted to the model); a wrong name lists the choices")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=None if real else 50,
+                   help="default 50 (FLUX.1-schnell: 4)" if real else None)
     p.add_argument("--random-weights", action="store_true",
                    help="seeded random weights instead of the trained ones (pipeline checks only)")
-    _device_args(p)
+    _device_args(p, dtype_default=None if real else "float32")
 
 
 def _add_generate(sub) -> None:
     gen = sub.add_parser("generate", help="sample with Jano and with full compute; compare them")
     gen.add_argument("prompt")
-    _model_args(gen)
+    _model_args(gen, real=True)
     gen.add_argument("--method", default="jano", choices=METHODS)
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
@@ -465,7 +502,35 @@ def _add_generate(sub) -> None:
     gen.add_argument("--dist-timeout", type=float, default=600.0,
                      help="with --parallel: seconds a rank waits for the others before the job fails")
     _cache_args(gen)
+    official = gen.add_argument_group("official models (--model " + "|".join(REAL_SPECS) + ")")
+    official.add_argument("--weights", default=None,
+                          help="a folder in the official Hub repo's layout, or a Hub repo id (default: the official "
+                          "repo, through the Hugging Face cache); `jano fake-weights` writes a small random one")
+    official.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+    official.add_argument("--offline", action="store_true",
+                          help="use the Hugging Face cache only (as HF_HUB_OFFLINE=1 does)")
+    official.add_argument("--height", type=int, default=None, help="pixels (default 1024; Wan 480 / 720)")
+    official.add_argument("--width", type=int, default=None, help="pixels (default 1024; Wan 832 / 1280)")
+    official.add_argument("--frames", type=int, default=None, help="Wan video frames, 4n + 1 (default 81)")
+    official.add_argument("--guidance", type=float, default=None,
+                          help="FLUX.1-dev distilled guidance (default 3.5); Wan classifier-free guidance (5.0)")
+    official.add_argument("--negative-prompt", default=None, help="Wan (default: Wan2.1's own negative prompt)")
+    official.add_argument("--text-cache", default=None,
+                          help="folder of cached prompt embeddings (default $JANO_CACHE or ~/.cache/jano_ref)")
+    official.add_argument("--no-text-cache", action="store_true", help="encode the prompt without the cache")
+    official.add_argument("--allow-cpu", action="store_true",
+                          help="run a job estimated GPU-sized on the CPU anyway")
     gen.set_defaults(func=_generate)
+
+
+def _add_fake_weights(sub) -> None:
+    fake = sub.add_parser("fake-weights", help="write small RANDOM weights in an official repo's layout (pipeline "
+                          "checks: `jano generate --model flux-dev --weights DIR` on a CPU in seconds)")
+    fake.add_argument("kind", choices=["flux", "flux-schnell", "wan"],
+                      help="flux: FLUX.1-dev's layout; flux-schnell; wan: Wan2.1-T2V-1.3B-Diffusers'")
+    fake.add_argument("dir")
+    fake.add_argument("--seed", type=int, default=0)
+    fake.set_defaults(func=_fake_weights)
 
 
 def _add_analyses(sub) -> None:
@@ -548,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyses(sub)
     _add_bench(sub)
     _add_tiny_models(sub)
+    _add_fake_weights(sub)
     sub.add_parser("models", help="list model presets").set_defaults(func=_models)
     return parser
 

@@ -6,6 +6,8 @@
     python -m jano_ref.benchmarks memory           # Jano's KV cache of the official models at official sizes (no run)
     python -m jano_ref.benchmarks memory --model wan2.1-14b --frames 81 --height 720 --width 1280 --frozen 0.7
     python -m jano_ref.benchmarks cache-modes --model tiny-wan   # exact / offload / hidden / bf16 cache: MiB, s, PSNR
+    python -m jano_ref.benchmarks real-shape --model flux-dev|wan2.1-1.3b   # the official pipelines' stages on
+                                                   # random weights of the real architecture (lab/eval/real_shape.py)
 
 Each figure is the median of ``--repeats`` runs after one warm-up run, on whatever device ``--device`` names
 (``memory`` only computes: ``jano_ref.jano.memory``).
@@ -325,27 +327,43 @@ def bench_cache_modes(repeats: int, device: torch.device, dtype: torch.dtype, mo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jano_ref.benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost", "memory", "cache-modes"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("which", choices=["analyzer", "cached-forward", "fixed-cost", "memory", "cache-modes",
+                                          "real-shape"])
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; real-shape 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                        help="default float32 (memory: bfloat16, as the official models run)")
+                        help="default float32 (memory: bfloat16, as the official models run; real-shape: bfloat16 "
+                        "on CUDA)")
     parser.add_argument("--latent", type=int, default=96, help="cached-forward: latent side (tokens = (side/2)^2)")
     parser.add_argument("--model", default=None, help="fixed-cost, cache-modes: tiny-flux (default) or tiny-wan; "
-                        "memory: an official model (default: flux-dev, wan2.1-1.3b and wan2.1-14b at official sizes)")
+                        "memory: an official model (default: flux-dev, wan2.1-1.3b and wan2.1-14b at official sizes); "
+                        "real-shape: flux-dev (default) or wan2.1-1.3b")
     parser.add_argument("--prompt", default="a red striped circle on a flat background", help="fixed-cost: the prompt")
     parser.add_argument("--preset", default=None, help="fixed-cost, cache-modes: Jano preset (default: the model's own)")
-    parser.add_argument("--steps", type=int, default=50, help="cache-modes: denoising steps")
+    parser.add_argument("--steps", type=int, default=None, help="cache-modes, real-shape: denoising steps (default 50)")
     parser.add_argument("--height", type=int, default=None, help="memory: pixels (default: the model's official size)")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None, help="memory: video frames, 4n + 1 (default 81)")
     parser.add_argument("--frozen", type=float, default=1.0,
                         help="memory: share of static + moderate tokens (default 1: the worst case)")
     parser.add_argument("--branches", type=int, default=None, help="memory: guidance branches (default: Wan 2, Flux 1)")
+    parser.add_argument("--size", default=None, choices=["reduced", "full"],
+                        help="real-shape: full (default on a GPU) or reduced (default on a CPU) architecture and size")
+    parser.add_argument("--warmup", type=int, default=1, help="real-shape: untimed runs per method")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if args.which == "memory" else "float32"))
     torch.manual_seed(0)
+    if args.which == "real-shape":
+        from .real_shape import MODELS, bench_real_shape
+
+        model = args.model or "flux-dev"
+        if model not in MODELS:
+            parser.error(f"real-shape runs {' or '.join(MODELS)}, not {model}")
+        bench_real_shape(model, args.size, device, args.dtype and getattr(torch, args.dtype), args.steps,
+                         args.repeats or 1, args.warmup)
+        return
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.which == "memory" else "float32"))
+    repeats = args.repeats or 3
     if args.which in ("fixed-cost", "cache-modes"):
         from ...pipelines.tiny import SPECS
 
@@ -354,17 +372,17 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--model {model}: {args.which} runs a tiny model; choose one of {', '.join(SPECS)}")
         preset = args.preset or SPECS[model].jano_preset
     if args.which == "analyzer":
-        bench_analyzer(args.repeats, device, dtype)
+        bench_analyzer(repeats, device, dtype)
     elif args.which == "fixed-cost":
-        bench_fixed_cost(args.repeats, device, dtype, model, args.prompt, preset)
+        bench_fixed_cost(repeats, device, dtype, model, args.prompt, preset)
     elif args.which == "cache-modes":
-        bench_cache_modes(args.repeats, device, dtype, model, args.prompt, preset, args.steps)
+        bench_cache_modes(repeats, device, dtype, model, args.prompt, preset, args.steps or 50)
     elif args.which == "memory":
         if args.model is not None and args.model not in OFFICIAL_MODELS:
             parser.error(f"--model {args.model}: the planner covers the official models: {', '.join(OFFICIAL_MODELS)}")
         bench_memory(args.model, args.height, args.width, args.frames, args.frozen, dtype, args.branches)
     else:
-        bench_cached_forward(args.repeats, device, dtype, args.latent)
+        bench_cached_forward(repeats, device, dtype, args.latent)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from jano_ref.lab.eval.distribution import alex_features, kid, mmd2_unbiased, polynomial_kernel
+from jano_ref.lab.eval.distribution import alex_features, kid, kid_subsets, mmd2_unbiased, polynomial_kernel
 from jano_ref.lab.eval.metrics import LPIPS
 
 
@@ -114,3 +114,22 @@ def test_alex_features_pool_the_lpips_activations(net):
     torch.testing.assert_close(alex_features(clip, net), torch.cat([f[0], f[2]])[None], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         alex_features(torch.rand(3, 40, 40), net)
+
+
+def test_paired_subsets_and_quality_cells(tmp_path):
+    """Two runs on the same prompts: kid_subsets draws the same indices for sets of the same sizes, so a run against
+    itself differs by exactly 0 on every subset; a quality cell survives its file."""
+    from jano_ref.lab.eval import quality
+
+    g = torch.Generator().manual_seed(6)
+    run, other, reference = torch.rand(8, 5, generator=g), torch.rand(8, 5, generator=g), torch.rand(32, 5, generator=g)
+    assert kid_subsets(run, reference, 10, 4) == kid_subsets(run, reference, 10, 4)
+    cell = quality.QualityCell(run, [True] * 5 + [False] * 3, [False] * 8, dict(method="steps", preset="12"))
+    path = cell.save(tmp_path / "cell.safetensors")
+    back = quality.QualityCell.load(path)
+    assert torch.equal(back.features, run) and back.colour == cell.colour and back.info == cell.info
+    fields = quality.run_fields([back], reference, full=[cell])
+    assert fields["kid_vs_full"] == 0 and fields["kid_vs_full_std"] == 0 and fields["kid_std"] > 0
+    assert (fields["caption_colour_n"], fields["caption_shape_n"], fields["quality_samples"]) == (5 / 8, 0, 8)
+    versus = quality.run_fields([quality.QualityCell(other, [True] * 8, [True] * 8, {})], reference, full=[cell])
+    assert versus["kid_vs_full"] == pytest.approx(versus["kid"] - fields["kid"], rel=1e-9)

@@ -16,7 +16,9 @@ It is 0 in expectation when both sets come from one distribution, so a finite-sa
 FID it has no bias that depends on the sample count, which is why it suits the few hundred samples a CPU can make.
 ``kid`` follows torch-fidelity: the mean and the (population) standard deviation of the estimate over ``subsets``
 random subsets of ``subset_size`` features from each set, drawn without replacement. The standard deviation is the
-spread of one subset-sized estimate, not the standard error of the mean.
+spread of one subset-sized estimate, not the standard error of the mean. ``kid_subsets`` gives the values per subset;
+with the default generator two calls on sets of the same sizes draw the same subsets, so the difference between two
+runs on the same prompts can be taken subset by subset (paired), which is far less noisy than either KID.
 
 Features (``alex_features``): no Inception network can be loaded offline, so the features come from the LPIPS
 AlexNet trunk that already ships (``weights/lpips_alex_v0.1.safetensors``). For each of its five relu layers the
@@ -29,9 +31,9 @@ images, then averaged over space; each layer's vector is scaled by ``sqrt(d / 5)
 - unit-normalised: raw pooled activations differ by an order of magnitude between layers (on the tiny data relu3's
   vector is ~8x longer than relu1's), so one layer would decide the kernel; normalised, every layer weighs the
   same, as the five layers do in LPIPS's sum;
-- scaled by ``sqrt(d / 5)``: then ``x . y / d`` lies in [0, 1] (about 0.5 on the tiny data), the regime of
-  Inception pool3 features for which the kernel's degree and offset were chosen; with unscaled unit vectors the
-  kernel would be almost linear and KID almost the squared distance of the means.
+- scaled by ``sqrt(d / 5)``: then ``x . y / d`` lies in [0, 1] (0.26 on average between two pictures of the tiny
+  data), so the kernel's cubic term matters; left as unit vectors, ``x . y / d`` would stay below 5 / d, the kernel
+  would be almost affine and KID almost ``3 / d`` times the squared distance between the two feature means.
 
 A clip is one sample: its feature is its frames' features concatenated in order (d = 1152 x frames), so the
 kernel sees each frame in its place but no network looks at the motion.
@@ -46,7 +48,7 @@ from torch import Tensor
 
 from .metrics import LPIPS
 
-__all__ = ["alex_features", "kid", "mmd2_unbiased", "polynomial_kernel"]
+__all__ = ["alex_features", "kid", "kid_subsets", "mean_std", "mmd2_unbiased", "polynomial_kernel"]
 
 KID_DEGREE = 3  # the kernel of Binkowski et al., torch-fidelity and clean-fid: (x.y / d + 1) ** 3
 KID_COEF = 1.0
@@ -81,15 +83,16 @@ def mmd2_unbiased(a: Tensor, b: Tensor) -> float:
     return _mmd2(polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)).item()
 
 
-def kid(features_a: Tensor, features_b: Tensor, subsets: int = 100, subset_size: int | None = None,
-        generator: torch.Generator | None = None) -> tuple[float, float]:
-    """KID of two feature sets [m, d] and [n, d]: (mean, std) of the unbiased MMD^2 over ``subsets`` random
-    subsets of ``subset_size`` features drawn without replacement from each set (torch-fidelity's scheme).
+def kid_subsets(features_a: Tensor, features_b: Tensor, subsets: int = 100, subset_size: int | None = None,
+                generator: torch.Generator | None = None) -> list[float]:
+    """The unbiased MMD^2 of each of ``subsets`` random subsets: ``subset_size`` features drawn without replacement
+    from each set (torch-fidelity's scheme). ``kid`` summarises them.
 
-    ``subset_size`` defaults to ``min(m, n)``; with m = n that makes every subset the whole of both sets, so the
-    mean is ``mmd2_unbiased(a, b)`` and the std is 0. ``generator`` (a CPU ``torch.Generator``) draws the
-    subsets; by default a fresh one seeded 0, so that a call is reproducible. Computed in float64 on the
-    features' device; the kernel matrices are built once and indexed per subset.
+    ``subset_size`` defaults to ``min(m, n)``; with m = n every subset is then the whole of both sets.
+    ``generator`` (a CPU ``torch.Generator``) draws the subsets; by default a fresh one seeded 0, so that a call is
+    reproducible, and two calls on sets of the same sizes draw the same indices: the subsets are *paired*, which is
+    what a difference between two runs on the same prompts wants. Computed in float64 on the features' device; the
+    kernel matrices are built once and indexed per subset.
     """
     _check_features(features_a, features_b)
     m, n = features_a.shape[0], features_b.shape[0]
@@ -106,9 +109,22 @@ def kid(features_a: Tensor, features_b: Tensor, subsets: int = 100, subset_size:
         ia = torch.randperm(m, generator=generator)[:size].to(a.device)
         ib = torch.randperm(n, generator=generator)[:size].to(a.device)
         values.append(_mmd2(kaa[ia][:, ia], kbb[ib][:, ib], kab[ia][:, ib]).item())
+    return values
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (numpy's default, which torch-fidelity reports)."""
     mean = math.fsum(values) / len(values)
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))  # population std, as torch-fidelity
-    return mean, std
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+def kid(features_a: Tensor, features_b: Tensor, subsets: int = 100, subset_size: int | None = None,
+        generator: torch.Generator | None = None) -> tuple[float, float]:
+    """KID of two feature sets [m, d] and [n, d]: (mean, std) of the unbiased MMD^2 over ``subsets`` random subsets
+    of ``subset_size`` features from each (``kid_subsets``). With m = n and the default ``subset_size`` the mean is
+    ``mmd2_unbiased(a, b)`` and the std 0. The std is the spread of one subset-sized estimate (torch-fidelity's
+    ``kernel_distance_std``), not the standard error of the mean."""
+    return mean_std(kid_subsets(features_a, features_b, subsets, subset_size, generator))
 
 
 def alex_features(images: Tensor, net: LPIPS | None = None, batch: int = 64) -> Tensor:

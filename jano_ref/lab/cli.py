@@ -224,7 +224,9 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(model=args.model, methods=tuple(args.methods.split(",")),
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
-                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep)
+                      repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep,
+                      quality=args.quality, quality_seeds=tuple(int(s) for s in args.quality_seeds.split(",")),
+                      quality_scope=args.quality_scope)
     results = Bench(cfg, args.out).run()
     print(results_markdown(results))
     print(f"wrote {args.out}/results.json, results.md, pareto.png")
@@ -327,6 +329,13 @@ def _add_bench(sub) -> None:
     be.add_argument("--steps", type=int, default=50)
     be.add_argument("--warmup", type=int, default=1)
     be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also draw N untimed samples per run (N evaluation prompts) and report their KID against the "
+                         "data generator and their caption agreement (0 = off; resumable cells in OUT/quality/)")
+    be.add_argument("--quality-seeds", default="0", help="comma-separated noise-seed sets of the quality pass")
+    be.add_argument("--quality-scope", default="all", choices=["all", "matched"],
+                    help="runs of the quality pass: all, or those the tables show (non-baselines and each baseline's "
+                         "matched-speedup runs)")
     be.add_argument("--out", default="bench")
     _device_args(be)
     be.set_defaults(func=_bench)

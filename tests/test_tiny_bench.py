@@ -14,7 +14,7 @@ from jano_ref.pipelines.tiny import load_model, prepare
 
 RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
             "token_fraction", "peak_mem_mb"}
-QUALITY_KEYS = {"kid", "kid_std", "kid_seeds", "kid_vs_full", "kid_vs_full_std", "quality_samples",
+QUALITY_KEYS = {"kid", "kid_std", "kid_sets", "kid_vs_full", "kid_vs_full_std", "quality_samples",
                 "caption_colour_n", "caption_shape_n"}
 
 
@@ -251,17 +251,17 @@ def test_bench_quality_pass_fields_cells_and_resume(tmp_path, flux, monkeypatch)
     with pytest.raises(ValueError, match="at least 4 prompts"):
         BenchConfig(quality=2)
     cfg = BenchConfig(model="tiny-flux", methods=("full", "steps"), presets=("2",), prompts=1, steps=4, warmup=0,
-                      repeats=3, quality=4, quality_seeds=(0, 1))
+                      repeats=3, quality=4, quality_sets=2)
     bench = Bench(cfg, tmp_path, progress=False)
     bench._model = flux
     results = bench.run()
     q = results["quality"]
-    assert (q["prompts"], q["seed_sets"], q["samples"], q["reference"], q["subset_size"], q["feature_dim"]) == \
-        (4, [0, 1], 8, 32, 4, 1152)
+    assert (q["prompts"], q["sets"], q["samples"], q["reference"], q["subset_size"], q["feature_dim"]) == \
+        (4, 2, 8, 32, 4, 1152)
     assert abs(q["data_kid"]) < 1  # renders against renders: near the estimator's zero (random weights are not)
     runs = {r["method"]: r for r in results["runs"]}
     for method, run in runs.items():
-        assert QUALITY_KEYS <= set(run) and run["quality_samples"] == 8 and len(run["kid_seeds"]) == 2
+        assert QUALITY_KEYS <= set(run) and run["quality_samples"] == 8 and len(run["kid_sets"]) == 2
         cells = [quality.QualityCell.load(quality.cell_path(tmp_path / "quality", method, run["preset"], 4, r))
                  for r in (0, 1)]
         reference = quality.rendered_features("tiny-flux", 32, quality.REFERENCE_SEED, bench.lpips_net,
@@ -273,13 +273,13 @@ def test_bench_quality_pass_fields_cells_and_resume(tmp_path, flux, monkeypatch)
     assert runs["full"]["kid"] != runs["steps"]["kid"] and runs["full"]["kid_vs_full"] == 0
     # paired subsets: the mean difference is the difference of the means
     assert runs["steps"]["kid_vs_full"] == pytest.approx(runs["steps"]["kid"] - runs["full"]["kid"], rel=1e-9)
-    # a cell row is the sample of that prompt with that seed set's noise
-    scene = evaluation_scenes(4, video=False)[1]
-    setup = prepare("tiny-flux", scene.caption, steps=2, seed=quality.noise_seed(1, 1), model=flux)
+    # row 1 of set 1 is the sample of evaluation prompt 5 with noise seed 5
+    scene = evaluation_scenes(8, video=False)[5]
+    setup = prepare("tiny-flux", scene.caption, steps=2, seed=5, model=flux)
     sample = setup.decode(generate(setup.field, setup.noise, setup.sigmas, method="full").tokens)[:, 0]
     steps_cell = quality.QualityCell.load(quality.cell_path(tmp_path / "quality", "steps", "2", 4, 1))
     torch.testing.assert_close(steps_cell.features[1], alex_features(sample[None], bench.lpips_net)[0])
-    assert steps_cell.info["steps"] == 2 and steps_cell.info["seed_set"] == 1
+    assert steps_cell.info["steps"] == 2 and steps_cell.info["prompts"] == [4, 7]
     md = (tmp_path / "results.md").read_text()
     assert "KID x10^3 | ΔKID vs full |" in md and "(8 samples)" in md and md.count(" ± ") >= 4
 
@@ -307,10 +307,10 @@ def test_cli_bench_quality_options(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(bench_module, "load_model", lambda name, **k: load_model(name, random_weights=True, **k))
     assert main(["bench", "--methods", "full", "--prompts", "1", "--steps", "2", "--warmup", "0", "--quality", "4",
-                 "--quality-seeds", "3", "--out", str(tmp_path)]) == 0
+                 "--quality-sets", "2", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["quality"]["seed_sets"] == [3] and results["runs"][0]["quality_samples"] == 4
-    assert (tmp_path / "quality" / "full__-__n004__r3.safetensors").exists()
+    assert results["quality"]["sets"] == 2 and results["runs"][0]["quality_samples"] == 8
+    assert (tmp_path / "quality" / "full__-__n004__set1.safetensors").exists()
     assert "KID x10^3" in capsys.readouterr().out
 
 

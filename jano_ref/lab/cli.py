@@ -225,7 +225,7 @@ def _bench(args: argparse.Namespace) -> int:
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
                       repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep,
-                      quality=args.quality, quality_seeds=tuple(int(s) for s in args.quality_seeds.split(",")),
+                      quality=args.quality, quality_sets=args.quality_sets,
                       quality_scope=args.quality_scope)
     results = Bench(cfg, args.out).run()
     print(results_markdown(results))
@@ -332,7 +332,8 @@ def _add_bench(sub) -> None:
     be.add_argument("--quality", type=int, default=0, metavar="N",
                     help="also draw N untimed samples per run (N evaluation prompts) and report their KID against the "
                          "data generator and their caption agreement (0 = off; resumable cells in OUT/quality/)")
-    be.add_argument("--quality-seeds", default="0", help="comma-separated noise-seed sets of the quality pass")
+    be.add_argument("--quality-sets", type=int, default=1, metavar="K",
+                    help="K sets of N different prompts (K x N samples per run; the sets' KIDs show the spread)")
     be.add_argument("--quality-scope", default="all", choices=["all", "matched"],
                     help="runs of the quality pass: all, or those the tables show (non-baselines and each baseline's "
                          "matched-speedup runs)")

@@ -31,9 +31,9 @@ skips the cells that exist (re-timing full alongside the missing ones), so an in
 ``DIR/results.json``, ``results.md`` and ``pareto.png`` are rebuilt from the cells at the end of every invocation.
 
 ``--quality N`` adds a quality pass after the timed cells (``quality.py``): every run draws one untimed sample for each
-of N evaluation prompts and each ``--quality-seeds`` set; its KID against renders of the data generator, its KID
+of N evaluation prompts (K x N with ``--quality-sets K``); its KID against renders of the data generator, its KID
 difference from the full run on paired subsets, and its caption agreement over those samples go into
-``results.json`` (``kid``, ``kid_std``, ``kid_seeds``, ``kid_vs_full``, ``kid_vs_full_std``, ``quality_samples``,
+``results.json`` (``kid``, ``kid_std``, ``kid_sets``, ``kid_vs_full``, ``kid_vs_full_std``, ``quality_samples``,
 ``caption_colour_n``, ``caption_shape_n``; how they were measured in the top-level ``quality``) and into the tables.
 ``--quality-scope matched`` limits the pass to the runs the tables show: every run that is not a caching baseline,
 and each baseline's runs in the matched-speedup table (the others get None). Its cells are written to
@@ -84,7 +84,7 @@ class BenchConfig:
     dtype: str = "float32"
     sweep: bool = False  # baselines: every value of their knob
     quality: int = 0  # prompts of the quality pass (KID, caption agreement); 0 = no quality pass
-    quality_seeds: tuple[int, ...] = (0,)  # its noise-seed sets
+    quality_sets: int = 1  # sets of `quality` prompts each (all different): K x N samples per run
     quality_scope: str = "all"  # "all" runs, or "matched": the non-baseline runs and the baselines' matched-table runs
 
     def __post_init__(self) -> None:
@@ -95,9 +95,9 @@ class BenchConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SPECS)}")
         if self.repeats < 3:
             raise ValueError(f"repeats={self.repeats}: a median needs at least 3 timed runs")
-        if self.quality and (self.quality < 4 or not self.quality_seeds):
-            raise ValueError(f"quality={self.quality} with seed sets {self.quality_seeds}: the quality pass needs at "
-                             "least 4 prompts (KID subsets hold half the samples) and one seed set; 0 turns it off")
+        if self.quality and (self.quality < 4 or self.quality_sets < 1):
+            raise ValueError(f"quality={self.quality} in {self.quality_sets} set(s): the quality pass needs at least 4 "
+                             "prompts (KID subsets hold half the samples) and one set; quality=0 turns it off")
         if self.quality_scope not in QUALITY_SCOPES:
             raise ValueError(f"quality_scope={self.quality_scope!r}; choose one of {', '.join(QUALITY_SCOPES)}")
         if self.presets is None:
@@ -331,38 +331,38 @@ class Bench:
 
     def _quality_pass(self) -> None:
         n = self.cfg.quality
-        pending = [(m, p, r) for m, p in self.quality_runs() for r in self.cfg.quality_seeds
+        pending = [(m, p, r) for m, p in self.quality_runs() for r in range(self.cfg.quality_sets)
                    if not qp.cell_path(self.quality_dir, m, p, n, r).exists()]
         if not pending:
             return
-        scenes = evaluation_scenes(n, video=self.spec.is_video, frames=self.spec.frames or 1)
+        scenes = evaluation_scenes(n * self.cfg.quality_sets, video=self.spec.is_video, frames=self.spec.frames or 1)
         with Progress(len(pending) * n, f"bench {self.cfg.model} quality (samples)", enabled=self.progress) as bar:
             for method, preset, r in pending:
                 samples, colour, shape = [], [], []
-                for i, scene in enumerate(scenes):
-                    setup, params, once = self._job(method, preset, i, qp.noise_seed(r, i), prompt=scene.caption)
+                for j in range(r * n, (r + 1) * n):  # prompt j, noise seed j
+                    setup, params, once = self._job(method, preset, j, j, prompt=scenes[j].caption)
                     pixels = setup.decode(once().tokens)  # [3, T, H, W]
-                    hits = caption_agreement(pixels, scene)
+                    hits = caption_agreement(pixels, scenes[j])
                     samples.append(qp.as_sample(pixels, self.spec.is_video))
                     colour.append(hits["colour"])
                     shape.append(hits["shape"])
-                    bar.update(note=f"{method} / {preset}, seed set {r}")
-                info = dict(method=method, preset=preset, prompts=n, seed_set=r,
+                    bar.update(note=f"{method} / {preset}, set {r}")
+                info = dict(method=method, preset=preset, prompts=[r * n, (r + 1) * n - 1],
                             steps=self._steps_for(method, preset)[0], params=params)
                 cell = qp.QualityCell(alex_features(torch.stack(samples), self.lpips_net), colour, shape, info)
                 cell.save(qp.cell_path(self.quality_dir, method, preset, n, r))
 
     def _quality_results(self, results: dict) -> None:
         """Add the quality pass's fields to ``results`` (None for a run whose quality cells are missing)."""
-        n, sets = self.cfg.quality, self.cfg.quality_seeds
-        samples = n * len(sets)
+        n, sets = self.cfg.quality, self.cfg.quality_sets
+        samples = n * sets
         reference = qp.rendered_features(self.cfg.model, qp.REFERENCE_FACTOR * samples, qp.REFERENCE_SEED,
                                          self.lpips_net, self.quality_dir)
         data = qp.rendered_features(self.cfg.model, samples, qp.DATA_SEED, self.lpips_net, self.quality_dir)
         results["quality"] = qp.summary(n, sets, self.cfg.quality_scope, reference, data)
 
         def cells(method: str, preset: str) -> list[qp.QualityCell] | None:
-            paths = [qp.cell_path(self.quality_dir, method, preset, n, r) for r in sets]
+            paths = [qp.cell_path(self.quality_dir, method, preset, n, r) for r in range(sets)]
             return [qp.QualityCell.load(p) for p in paths] if all(p.exists() for p in paths) else None
 
         full = cells("full", "-")

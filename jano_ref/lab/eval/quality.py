@@ -1,13 +1,15 @@
 """The quality pass of ``jano bench --quality N``: every run's samples judged as samples, whether or not they equal
 the dense one (what JiT's paper and most users judge by), beside the bench's same-noise PSNR / SSIM / LPIPS.
 
-For each run (method and preset) the bench draws one untimed sample for each of ``N`` evaluation prompts
-(``evaluation_scenes(N)``: the bench's own prompts first) and each noise-seed set ``r`` of ``--quality-seeds``;
-prompt ``i`` of set ``r`` gets noise seed ``1_000_003 * r + i``, so set 0 uses the model cards' seeds (seed = prompt
-index). Every sample is scored twice:
+For each run (method and preset) the bench draws one untimed sample for each of ``K x N`` evaluation prompts
+(``evaluation_scenes(K * N)``: the bench's own prompts first), in ``K = --quality-sets`` sets of ``N``; prompt ``j``
+gets noise seed ``j``, as in the model cards. Every sample has its own prompt: samples that shared a prompt (several
+noise seeds per prompt) would be more alike than independent draws, and KID's within-set term would count them
+(measured on tiny-flux: three noise seeds on the same 64 prompts, pooled, gave 53 x 10^-3 where each alone gave 47,
+42, 43). Every sample is scored twice:
 
 * KID (``distribution.kid`` on ``distribution.alex_features``) of all the run's samples against renders of the
-  data generator, and of each seed set alone; and its difference from the full run's KID on *paired* subsets (the
+  data generator, and of each set alone; and its difference from the full run's KID on *paired* subsets (the
   same prompts, noise and reference pictures in both), which separates runs far better than either KID's spread;
 * caption agreement (``data.caption_agreement``: does the picture show the prompt's colour and shape?).
 
@@ -30,15 +32,15 @@ are missing, e.g. outside ``--quality-scope``):
 
 * ``kid``, ``kid_std``: KID of all the run's samples against the reference, mean and std over 100 subsets of half
   the samples (``subset_size``);
-* ``kid_seeds``: the KID of each noise-seed set alone, in ``--quality-seeds`` order (the spread over noise seeds);
+* ``kid_sets``: the KID of each set of N alone (their spread is the spread of KID at N samples);
 * ``kid_vs_full``, ``kid_vs_full_std``: the run's KID minus the full run's on the same subsets, mean and std;
-* ``quality_samples``: N x the number of seed sets;
+* ``quality_samples``: K x N;
 * ``caption_colour_n``, ``caption_shape_n``: the fraction of those samples whose colour / shape reads as the prompt's.
 
-The top-level ``quality`` says how they were measured (prompts, seed sets, scope, reference size, features, subsets)
+The top-level ``quality`` says how they were measured (prompts per set, sets, scope, reference size, features, subsets)
 and holds the estimator's zero (``data_kid``, ``data_kid_std``).
 
-One cell per run and seed set, ``DIR/quality/METHOD__PRESET__nN__rR.safetensors`` (features ``[N, d]``, colour and
+One cell per run and set, ``DIR/quality/METHOD__PRESET__nN__setR.safetensors`` (features ``[N, d]``, colour and
 shape hits ``[N]``), written atomically; a resumed bench skips the cells that exist. The reference features are
 cached beside them.
 """
@@ -60,19 +62,14 @@ from ..tiny.data import evaluation_scenes, render_video
 from .distribution import alex_features, kid, kid_subsets, mean_std
 from .metrics import LPIPS
 
-SEED_STRIDE = 1_000_003  # noise seed of prompt i in seed set r: SEED_STRIDE * r + i
 REFERENCE_SEED = 1  # evaluation_scenes seed of the reference renders (the prompts use 0)
 DATA_SEED = 2  # evaluation_scenes seed of the renders that measure the estimator's zero
 REFERENCE_FACTOR = 4  # reference renders per sample
 KID_SUBSETS = 100
-RUN_FIELDS = ("kid", "kid_std", "kid_seeds", "kid_vs_full", "kid_vs_full_std", "quality_samples", "caption_colour_n",
+RUN_FIELDS = ("kid", "kid_std", "kid_sets", "kid_vs_full", "kid_vs_full_std", "quality_samples", "caption_colour_n",
               "caption_shape_n")  # what a run of results.json gains (None where its cells are missing)
 FEATURES = ("LPIPS AlexNet relu1-5, unit-normalised over channels, averaged over space, each layer scaled by "
             "sqrt(1152 / 5), concatenated (frames of a clip concatenated in order)")
-
-
-def noise_seed(seed_set: int, prompt_index: int) -> int:
-    return SEED_STRIDE * seed_set + prompt_index
 
 
 def subset_size(samples: int) -> int:
@@ -83,12 +80,12 @@ def subset_size(samples: int) -> int:
 
 @dataclass
 class QualityCell:
-    """One run's samples for one noise-seed set: KID features and caption hits, in prompt order."""
+    """One run's samples for one set of N prompts: KID features and caption hits, in prompt order."""
 
     features: torch.Tensor  # [N, d] float32
     colour: list[bool]
     shape: list[bool]
-    info: dict  # method, preset, prompts, seed_set, steps, params
+    info: dict  # method, preset, prompts ([first, last] index in evaluation_scenes = noise seed), steps, params
 
     def save(self, path: Path) -> Path:
         tensors = {"features": self.features.contiguous(), "colour": torch.tensor(self.colour, dtype=torch.uint8),
@@ -103,8 +100,9 @@ class QualityCell:
         return cls(tensors["features"], tensors["colour"].bool().tolist(), tensors["shape"].bool().tolist(), info)
 
 
-def cell_path(folder: Path, method: str, preset: str, prompts: int, seed_set: int) -> Path:
-    return folder / f"{method}__{preset}__n{prompts:03d}__r{seed_set}.safetensors"
+def cell_path(folder: Path, method: str, preset: str, prompts: int, index: int) -> Path:
+    """Set ``index`` of ``prompts`` prompts: evaluation prompts ``index * prompts`` to ``(index + 1) * prompts - 1``."""
+    return folder / f"{method}__{preset}__n{prompts:03d}__set{index}.safetensors"
 
 
 def rendered_features(model: str, count: int, seed: int, net: LPIPS, folder: Path) -> torch.Tensor:
@@ -128,8 +126,8 @@ def as_sample(pixels: torch.Tensor, video: bool) -> torch.Tensor:
 
 
 def run_fields(cells: list[QualityCell], reference: torch.Tensor, full: list[QualityCell] | None = None) -> dict:
-    """What a run of ``results.json`` gains from its quality cells (one per seed set, in seed-set order).
-    ``full``: the full run's cells of the same seed sets, for the paired difference ``kid_vs_full``."""
+    """What a run of ``results.json`` gains from its quality cells (one per set, in order). ``full``: the full run's
+    cells of the same sets, for the paired difference ``kid_vs_full``."""
     features = torch.cat([c.features for c in cells])
     size = subset_size(len(features))
     values = kid_subsets(features, reference, KID_SUBSETS, size)
@@ -141,16 +139,16 @@ def run_fields(cells: list[QualityCell], reference: torch.Tensor, full: list[Qua
         delta, delta_std = mean_std([v - b for v, b in zip(values, base)])
     colour = [h for c in cells for h in c.colour]
     shape = [h for c in cells for h in c.shape]
-    return dict(kid=mean, kid_std=std, kid_seeds=per_set, kid_vs_full=delta, kid_vs_full_std=delta_std,
+    return dict(kid=mean, kid_std=std, kid_sets=per_set, kid_vs_full=delta, kid_vs_full_std=delta_std,
                 quality_samples=len(features), caption_colour_n=statistics.fmean(colour),
                 caption_shape_n=statistics.fmean(shape))
 
 
-def summary(prompts: int, seed_sets: tuple[int, ...], scope: str, reference: torch.Tensor, data: torch.Tensor) -> dict:
+def summary(prompts: int, sets: int, scope: str, reference: torch.Tensor, data: torch.Tensor) -> dict:
     """``results.json``'s top-level ``quality``: how the quality pass measured, and the estimator's zero."""
-    samples = prompts * len(seed_sets)
+    samples = prompts * sets
     zero, zero_std = kid(data, reference, subsets=KID_SUBSETS, subset_size=subset_size(samples))
-    return dict(prompts=prompts, seed_sets=list(seed_sets), scope=scope, samples=samples, reference=len(reference),
+    return dict(prompts=prompts, sets=sets, scope=scope, samples=samples, reference=len(reference),
                 reference_scenes=f"evaluation_scenes({len(reference)}, seed={REFERENCE_SEED})", features=FEATURES,
                 feature_dim=reference.shape[1], subsets=KID_SUBSETS, subset_size=subset_size(samples),
                 data_kid=zero, data_kid_std=zero_std)

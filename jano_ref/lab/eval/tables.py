@@ -41,10 +41,11 @@ def quality_note(results: dict) -> str:
     q = results.get("quality")
     if not q:
         return ""
-    seeds = f"{len(q['seed_sets'])} noise-seed sets" if len(q["seed_sets"]) > 1 else "one noise seed each"
+    sets = f", in {q['sets']} sets of {q['prompts']}" if q["sets"] > 1 else ""
     return (f"KID x 10^3 (unbiased, polynomial kernel, on LPIPS-AlexNet features) of {q['samples']} untimed samples "
-            f"({q['prompts']} evaluation prompts, {seeds}) against {q['reference']} renders of an independent draw of "
-            f"the data generator's scenes: mean ± std over {q['subsets']} subsets of {q['subset_size']}. The same "
+            f"({q['samples']} evaluation prompts{sets}, one noise seed each) against {q['reference']} renders of an "
+            f"independent draw of the data generator's scenes: mean ± std over {q['subsets']} subsets of "
+            f"{q['subset_size']}. The same "
             f"estimator on {q['samples']} other renders (its zero) gives {1e3 * q['data_kid']:.1f} ± "
             f"{1e3 * q['data_kid_std']:.1f}; the full run's own KID is the floor a faster run can expect. ΔKID is a "
             f"run's KID minus the full run's on the same subsets (same prompts, noise and reference pictures), far less "

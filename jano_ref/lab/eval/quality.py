@@ -93,7 +93,7 @@ class QualityCell:
         return write_bytes(path, save(tensors, metadata={"info": json.dumps(self.info)}))
 
     @classmethod
-    def load(cls, path: Path) -> "QualityCell":
+    def load(cls, path: Path) -> QualityCell:
         tensors = load_file(str(path))
         with safe_open(str(path), "pt") as f:
             info = json.loads(f.metadata()["info"])

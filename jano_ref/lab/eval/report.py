@@ -97,6 +97,8 @@ def baseline_lines(results: dict, target: float = 2.0, tolerance: float = 0.15) 
 
 
 def _kid(run: dict) -> str:
+    if run["kid_vs_full"] is None:
+        return f"{1e3 * run['kid']:.1f}"
     return f"{1e3 * run['kid']:.1f} (vs full {1e3 * run['kid_vs_full']:+.1f} ± {1e3 * run['kid_vs_full_std']:.1f})"
 
 
@@ -120,16 +122,17 @@ def quality_lines(model: str, results: dict) -> list[str]:
         picked = [r for r in picked if r is not None and r["kid"] is not None]
         if len(picked) < 2:
             continue
-        name = run_label
         by_psnr = sorted(picked, key=lambda r: -r["psnr"])
         by_kid = sorted(picked, key=lambda r: r["kid"])
-        # a pair disagrees when the higher-PSNR run's KID is higher by more than either run's paired spread
-        clashes = [f"{name(a)} > {name(b)} by PSNR, but its KID is higher by {1e3 * (a['kid'] - b['kid']):.1f}"
+        # A pair disagrees when the higher-PSNR run's KID is higher by more than twice the larger paired spread (at
+        # 64 samples that is also about what re-drawing the noise moves a KID difference on tiny-flux: ~4 x 10^-3).
+        spread = lambda r: r["kid_vs_full_std"] or 0.0
+        clashes = [f"{run_label(a)} > {run_label(b)} by PSNR, but its KID is higher by {1e3 * (a['kid'] - b['kid']):.1f}"
                    for i, a in enumerate(by_psnr) for b in by_psnr[i + 1:]
-                   if a["kid"] - b["kid"] > max(a["kid_vs_full_std"], b["kid_vs_full_std"])]
-        lines.append(f"- ~{target:g}x, by PSNR: {' > '.join(name(r) for r in by_psnr)}; by KID (lower is better): "
-                     f"{' < '.join(name(r) for r in by_kid)}; "
-                     + ("the two rankings agree within the paired spread" if not clashes else
+                   if a["kid"] - b["kid"] > 2 * max(spread(a), spread(b))]
+        lines.append(f"- ~{target:g}x, by PSNR: {' > '.join(run_label(r) for r in by_psnr)}; by KID (lower is "
+                     f"better): {' < '.join(run_label(r) for r in by_kid)}; "
+                     + ("the two rankings agree within twice the paired spread" if not clashes else
                         "they disagree: " + "; ".join(clashes)))
     return lines
 

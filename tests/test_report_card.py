@@ -149,3 +149,46 @@ def test_regenerate_refuses_to_leave_a_placeholder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="SPEEDUP_OF_JANO"):
         report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
     assert readme.read_text() == f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n"  # left as it was
+
+
+def _with_quality(results: dict) -> dict:
+    """Synthetic quality-pass fields (x 10^-3): jit worse than steps by 40, jano best by PSNR but worse by KID."""
+    def q(run, kid, vs_full_std=0.002):
+        return dict(run, kid=kid, kid_std=0.026, kid_sets=[kid], kid_vs_full=kid - 0.045, kid_vs_full_std=vs_full_std,
+                    quality_samples=64, caption_colour_n=1.0, caption_shape_n=0.8)
+
+    runs = {r["method"]: r for r in results["runs"]}
+    jit = dict(runs["steps"], method="jit", preset="jit-4x", params={}, speedup=3.5, ideal_speedup=4.3, psnr=18.0)
+    steps12 = dict(runs["steps"], preset="12", params={"steps": 12}, speedup=4.2, ideal_speedup=4.2, psnr=34.0)
+    results["runs"] = [q(runs["full"], 0.045, 0.0), q(runs["jano"], 0.070), q(runs["random-levels"], 0.050),
+                       q(runs["steps"], 0.044), q(jit, 0.085, 0.026), q(steps12, 0.043)]
+    results["quality"] = dict(prompts=64, sets=1, samples=64, reference=256, subsets=100, subset_size=32,
+                              data_kid=0.0001, data_kid_std=0.023)
+    return results
+
+
+def test_quality_lines_state_jit_against_steps_and_where_the_rankings_disagree():
+    lines = report.quality_lines("tiny-flux", _with_quality(_results()))
+    assert lines[0].startswith("- KID x 10^3 of jit/jit-4x, 85.0 (vs full +40.0 ± 26.0), is worse by 42.0 x 10^-3 than")
+    assert "steps (12): 43.0 (vs full -2.0 ± 2.0)" in lines[0]
+    at_2x = next(l for l in lines if l.startswith("- ~2x"))
+    # jano has the best PSNR (30 dB) but a KID 26 higher than steps (28 dB), beyond either paired spread
+    assert "by PSNR: jano / flux-dev > steps (26) > random-levels / flux-dev" in at_2x
+    assert "by KID (lower is better): steps (26) < random-levels / flux-dev < jano / flux-dev" in at_2x
+    assert "jano / flux-dev > steps (26) by PSNR, but its KID is higher by 26.0" in at_2x
+    assert "steps (26) > random-levels" not in at_2x.split("disagree")[1]  # agreeing pairs are not listed
+    assert report.quality_lines("tiny-flux", _results()) == []  # no quality pass, no lines
+
+
+def test_readme_section_shows_kid_when_the_bench_measured_it(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\noutro\n")
+    monkeypatch.setattr(report, "run_model", lambda model, out, quick: (_with_quality(_results()), _FakeStudy()))
+    (tmp_path / "res").mkdir()
+    text = report.regenerate(readme, tmp_path / "res", models=("tiny-flux",))
+    assert "| KID x10^3 | ΔKID vs full | caption colour / shape (64 samples) |" in text
+    assert "| jano / flux-dev |" in text and "| 70.0 ± 26.0 | +25.0 ± 2.0 | 100% / 80% |" in text
+    assert "ΔKID x10^3 vs full, colour / shape" in text and "- KID x 10^3 of jit/jit-4x" in text
+    plan = report.PLANS["tiny-flux"]
+    assert (plan.bench_config("tiny-flux", 6).quality, plan.bench_config("tiny-flux", 2, 4).quality) == (64, 4)
+    assert plan.bench_config("tiny-flux", 6).quality_scope == "matched"

@@ -14,6 +14,8 @@ from jano_ref.pipelines.tiny import load_model, prepare
 
 RUN_KEYS = {"method", "preset", "params", "latency_s", "speedup", "ideal_speedup", "psnr", "ssim", "lpips",
             "token_fraction", "peak_mem_mb", "cache_mb"}
+QUALITY_KEYS = {"kid", "kid_std", "kid_sets", "kid_vs_full", "kid_vs_full_std", "quality_samples",
+                "caption_colour_n", "caption_shape_n"}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +98,9 @@ def test_bench_schema_resume_and_step_matching(tmp_path, flux, monkeypatch):
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
     assert (tmp_path / "results.md").read_text().count("\n|") >= 5
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # without --quality nothing of the quality pass appears
+    assert "quality" not in results and not any(QUALITY_KEYS & set(r) for r in results["runs"])
+    assert "KID" not in (tmp_path / "results.md").read_text()
 
     # resume: existing cells are not recomputed
     def fail(*a, **k):
@@ -238,3 +243,96 @@ def test_cli_generate_a_baseline_and_reject_a_wrong_knob(tmp_path, capsys):
     with pytest.raises(SystemExit, match="sweep knob is 'threshold'"):
         main(["generate", "x", "--method", "fbcache", "--preset", "ratio=0.3", "--random-weights", "--out",
               str(tmp_path)])
+
+
+def test_bench_quality_pass_fields_cells_and_resume(tmp_path, flux, monkeypatch):
+    """--quality: KID and N-prompt caption agreement per run, from cells that hold what they claim and resume."""
+    from jano_ref.lab.eval import quality
+    from jano_ref.lab.eval.distribution import alex_features, kid
+
+    with pytest.raises(ValueError, match="at least 4 prompts"):
+        BenchConfig(quality=2)
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "steps"), presets=("2",), prompts=1, steps=4, warmup=0,
+                      repeats=3, quality=4, quality_sets=2)
+    bench = Bench(cfg, tmp_path, progress=False)
+    bench._model = flux
+    results = bench.run()
+    q = results["quality"]
+    assert (q["prompts"], q["sets"], q["samples"], q["reference"], q["subset_size"], q["feature_dim"]) == \
+        (4, 2, 8, 32, 4, 1152)
+    assert abs(q["data_kid"]) < 1  # renders against renders: near the estimator's zero (random weights are not)
+    runs = {r["method"]: r for r in results["runs"]}
+    for method, run in runs.items():
+        assert QUALITY_KEYS <= set(run) and run["quality_samples"] == 8 and len(run["kid_sets"]) == 2
+        cells = [quality.QualityCell.load(quality.cell_path(tmp_path / "quality", method, run["preset"], 4, r))
+                 for r in (0, 1)]
+        reference = quality.rendered_features("tiny-flux", 32, quality.REFERENCE_SEED, bench.lpips_net,
+                                              tmp_path / "quality")
+        features = torch.cat([c.features for c in cells])
+        assert (run["kid"], run["kid_std"]) == kid(features, reference, subsets=100, subset_size=4)
+        assert run["caption_colour_n"] == sum(h for c in cells for h in c.colour) / 8
+        assert run["kid"] > 10 * abs(q["data_kid"])  # random weights draw noise, not the data
+    assert runs["full"]["kid"] != runs["steps"]["kid"] and runs["full"]["kid_vs_full"] == 0
+    # paired subsets: the mean difference is the difference of the means
+    assert runs["steps"]["kid_vs_full"] == pytest.approx(runs["steps"]["kid"] - runs["full"]["kid"], rel=1e-9)
+    # row 1 of set 1 is the sample of evaluation prompt 5 with noise seed 5
+    scene = evaluation_scenes(8, video=False)[5]
+    setup = prepare("tiny-flux", scene.caption, steps=2, seed=5, model=flux)
+    sample = setup.decode(generate(setup.field, setup.noise, setup.sigmas, method="full").tokens)[:, 0]
+    steps_cell = quality.QualityCell.load(quality.cell_path(tmp_path / "quality", "steps", "2", 4, 1))
+    torch.testing.assert_close(steps_cell.features[1], alex_features(sample[None], bench.lpips_net)[0])
+    assert steps_cell.info["steps"] == 2 and steps_cell.info["prompts"] == [4, 7]
+    md = (tmp_path / "results.md").read_text()
+    assert "KID x10^3 | ΔKID vs full |" in md and "(8 samples)" in md and md.count(" ± ") >= 4
+
+    # resume: nothing is generated again; a lost quality cell is the only one redrawn
+    def fail(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(Bench, "_job", fail)
+    again = Bench(cfg, tmp_path, progress=False).run()
+    assert [r["kid"] for r in again["runs"]] == [r["kid"] for r in results["runs"]]
+    monkeypatch.undo()
+    lost = quality.cell_path(tmp_path / "quality", "full", "-", 4, 1)
+    lost.unlink()
+    calls = []
+    original = Bench._job
+    monkeypatch.setattr(Bench, "_job", lambda self, *a, **k: calls.append(a[:2]) or original(self, *a, **k))
+    resumed = Bench(cfg, tmp_path, progress=False)
+    resumed._model = flux
+    assert [r["kid"] for r in resumed.run()["runs"]] == [r["kid"] for r in results["runs"]]
+    assert calls == [("full", "-")] * 4 and lost.exists()
+
+
+def test_cli_bench_quality_options(tmp_path, monkeypatch, capsys):
+    import jano_ref.lab.eval.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "load_model", lambda name, **k: load_model(name, random_weights=True, **k))
+    assert main(["bench", "--methods", "full", "--prompts", "1", "--steps", "2", "--warmup", "0", "--quality", "4",
+                 "--quality-sets", "2", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["quality"]["sets"] == 2 and results["runs"][0]["quality_samples"] == 8
+    assert (tmp_path / "quality" / "full__-__n004__set1.safetensors").exists()
+    assert "KID x10^3" in capsys.readouterr().out
+
+
+def test_quality_scope_matched_covers_what_the_tables_show(tmp_path, monkeypatch):
+    import jano_ref.lab.eval.bench as bench_module
+    from jano_ref.lab.eval.tables import matched_runs
+
+    def run(method, preset, speedup, psnr):
+        return dict(method=method, preset=preset, speedup=speedup, psnr=psnr)
+
+    results = dict(runs=[run("full", "-", 1.0, None), run("fbcache", "threshold=0.05", 1.2, 50.0),
+                         run("fbcache", "threshold=0.1", 1.55, 40.0), run("fbcache", "threshold=0.12", 1.6, 35.0),
+                         run("fbcache", "threshold=0.3", 2.9, 28.0), run("fbcache", "threshold=0.5", 4.0, 20.0),
+                         run("steps", "12", 4.1, 30.0)])
+    assert matched_runs(results) == {("fbcache", "threshold=0.1"), ("fbcache", "threshold=0.3")}
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "fbcache", "steps"),
+                      presets=tuple(r["preset"] for r in results["runs"][1:]), prompts=1, steps=8, quality=4,
+                      quality_scope="matched")
+    monkeypatch.setattr(bench_module, "aggregate", lambda *a, **k: results)
+    assert Bench(cfg, tmp_path, progress=False).quality_runs() == [
+        ("full", "-"), ("fbcache", "threshold=0.1"), ("fbcache", "threshold=0.3"), ("steps", "12")]
+    with pytest.raises(ValueError, match="quality_scope='some'"):
+        BenchConfig(quality=4, quality_scope="some")

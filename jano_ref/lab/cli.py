@@ -409,7 +409,8 @@ def _bench(args: argparse.Namespace) -> int:
                       presets=tuple(args.presets.split(",")) if args.presets else None, prompts=args.prompts,
                       seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps, warmup=args.warmup,
                       repeats=args.repeats, device=args.device, dtype=args.dtype, sweep=args.sweep,
-                      kv_cache_mode=args.kv_cache_mode, kv_offload=args.kv_offload, max_cache_mb=args.max_cache_mb)
+                      kv_cache_mode=args.kv_cache_mode, kv_offload=args.kv_offload, max_cache_mb=args.max_cache_mb,
+                      quality=args.quality, quality_sets=args.quality_sets, quality_scope=args.quality_scope)
     bench = Bench(cfg, args.out)
     try:
         bench.check_budget()
@@ -561,6 +562,14 @@ def _add_bench(sub) -> None:
     be.add_argument("--steps", type=int, default=50)
     be.add_argument("--warmup", type=int, default=1)
     be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also draw N untimed samples per run (N evaluation prompts) and report their KID against the "
+                         "data generator and their caption agreement (0 = off; resumable cells in OUT/quality/)")
+    be.add_argument("--quality-sets", type=int, default=1, metavar="K",
+                    help="K sets of N different prompts (K x N samples per run; the sets' KIDs show the spread)")
+    be.add_argument("--quality-scope", default="all", choices=["all", "matched"],
+                    help="runs of the quality pass: all, or those the tables show (non-baselines and each baseline's "
+                         "matched-speedup runs)")
     be.add_argument("--out", default="bench")
     _device_args(be)
     _cache_args(be)

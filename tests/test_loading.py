@@ -183,9 +183,9 @@ def test_strict_false_on_meta_refuses_to_leave_meta_tensors(tmp_path):
 def test_non_persistent_meta_buffer_is_reported(tmp_path):
     save_file(state(tiny("wan-test")), tmp_path / "wan.safetensors")
     model = build_model("wan-test", device="meta")
-    model.register_buffer("rope_table", torch.empty(4, device="meta"), persistent=False)
+    model.register_buffer("freqs_table", torch.empty(4, device="meta"), persistent=False)
     message = load_error(model, tmp_path / "wan.safetensors")
-    assert "still on the meta device" in message and "rope_table" in message
+    assert "still on the meta device" in message and "freqs_table" in message
 
 
 # ---- hub cache -----------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ reuse something it stored. ``CacheHooks`` computes everything and meters the FLO
 ``block_costs()``; a method subclasses it and overrides the hook it skips. ``sample_with_hooks`` is plain Euler
 (``sampling.sample_euler``) that gives every guidance branch its own hooks object, so the cond and uncond passes
 never share a cache (diffusers keys its cache state by ``cache_context("cond"/"uncond")`` for the same reason).
+
+A sampler that computes only some tokens at some steps (Jano: ``sample_jano(step_cache=...)``) tells the hooks so
+after ``begin_step`` (``restrict``): what they store then covers only the tokens that their reusable steps compute
+(``keep``), and they reuse only on those steps. Plain sampling never restricts: every step computes every token.
 """
 
 from __future__ import annotations
@@ -29,15 +33,42 @@ class CacheHooks(PassThrough):
     """
 
     def __init__(self, costs) -> None:
-        self.costs = costs  # list[pipeline.BlockCost], one per block
+        self.all_costs = costs  # list[fields.BlockCost], one per block, every token computed
+        self.costs = costs  # the same at this step's tokens (``restrict``)
         self.step = -1
         self.num_steps = 0
         self.sigma = 1.0
         self.step_flops = 0.0
+        self.computed: int | None = None  # tokens computed this step (None: all)
+        self.kept: Tensor | None = None  # positions among them of the tokens a cache keeps (None: all)
+        self.reusable = True  # whether this step may reuse what was kept
 
     def begin_step(self, i: int, num_steps: int, sigma: float) -> None:
         self.step, self.num_steps, self.sigma = i, num_steps, sigma
         self.step_flops = 0.0
+        self.costs, self.computed, self.kept, self.reusable = self.all_costs, None, None, True
+
+    def restrict(self, computed: int, kept: Tensor | None, reusable: bool, costs) -> None:
+        """For a sampler that computes only some tokens (module docstring), after ``begin_step``: this step computes
+        ``computed`` tokens; ``kept`` are the positions among them of the tokens that the reusable steps compute (None:
+        all of them), the only ones a cache keeps from this step; ``reusable`` says whether this step computes just
+        those, so that what was kept may stand in for its computation; ``costs`` are the blocks' FLOPs at this step's
+        tokens (the field's ``block_costs(computed)``)."""
+        self.computed, self.kept, self.reusable, self.costs = computed, kept, reusable, costs
+
+    def keep(self, rows: Tensor) -> Tensor:
+        """What a cache keeps of ``rows`` [B, L, ...] (a stream, a modulated input, an attention output): every row,
+        or the leading rows no token index reaches (Flux's text) and the kept tokens' rows."""
+        if self.kept is None:
+            return rows
+        lead = rows.shape[1] - self.computed
+        return torch.cat([rows[:, :lead], rows[:, lead:][:, self.kept]], dim=1)
+
+    @property
+    def spent_share(self) -> float:
+        """The share of this step's block FLOPs (at its tokens) that the hooks spent."""
+        total = sum(c.total for c in self.costs)
+        return self.step_flops / total if total else 0.0
 
     def block(self, layer, x, run, modulated):
         self.step_flops += self.costs[layer].rest
@@ -62,7 +93,8 @@ class StackSkipHooks(CacheHooks):
     """The shared mechanism of the step-level caches (TeaCache, first-block cache): while ``skipping`` is set,
     blocks ``first_skipped`` to the last are replaced by the residual they added at the last computed step (added
     once at ``first_skipped``, the later blocks pass their input through); otherwise they run and refresh it.
-    A subclass decides ``skipping`` at a block before ``first_skipped`` (or at it) and calls ``skip_or_run``."""
+    A subclass decides ``skipping`` at a block before ``first_skipped`` (or at it), only on ``reusable`` steps, and
+    calls ``skip_or_run``. The residual covers the kept rows (``keep``), which are the rows of a reusable step."""
 
     first_skipped = 0
 
@@ -79,7 +111,7 @@ class StackSkipHooks(CacheHooks):
             self._start = x
         out = super().block(layer, x, run, modulated)
         if layer == len(self.costs) - 1:
-            self.residual = out - self._start
+            self.residual = self.keep(out - self._start)
         return out
 
 

@@ -44,8 +44,8 @@ class FBCacheHooks(StackSkipHooks):
         if layer > 0:
             return self.skip_or_run(layer, x, run, modulated)
         out = super().block(layer, x, run, modulated)
-        residual = out - x
-        self.skipping = (self.reference is not None and self.residual is not None
+        residual = self.keep(out - x)
+        self.skipping = (self.reusable and self.reference is not None and self.residual is not None
                          and relative_l1(residual, self.reference) < self.config.threshold)
         if not self.skipping:
             self.reference = residual

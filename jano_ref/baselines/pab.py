@@ -107,11 +107,11 @@ class PABHooks(CacheHooks):
         every, window = ((self.config.self_range, self.config.self_window) if kind == "self"
                          else (self.config.cross_range, self.config.cross_window))
         key = (layer, kind)
-        if key in self.cache and broadcasts(self.step, self.sigma, every, window):
+        if key in self.cache and self.reusable and broadcasts(self.step, self.sigma, every, window):
             self.reused.add(kind)
             return self.cache[key]
         out = super().attention(layer, kind, run)
-        self.cache[key] = out
+        self.cache[key] = self.keep(out)
         return out
 
     def describe(self) -> str:

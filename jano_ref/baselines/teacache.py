@@ -137,9 +137,11 @@ class TeaCacheHooks(StackSkipHooks):
 
     def block(self, layer, x, run, modulated):
         if layer == 0:
-            m = modulated()
-            # no residual yet (a first step) counts as no distance: compute and reset
-            distance = None if self.previous is None or self.residual is None else relative_l1(m, self.previous)
+            m = self.keep(modulated())
+            # no residual yet (a first step) counts as no distance: compute and reset; so does a step that may not
+            # reuse (under Jano: one that computes frozen tokens too, as the official jano_teacache_forward decides)
+            fresh = self.previous is None or self.residual is None or not self.reusable
+            distance = None if fresh else relative_l1(m, self.previous)
             compute, self.accumulated = decide(self.step, self.num_steps, self.accumulated, distance, self.config)
             self.skipping = not compute
             self.previous = m

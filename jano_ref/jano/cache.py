@@ -82,8 +82,9 @@ class LevelKVCache:
         self.entries = OffloadedEntries(offload, lv.device) if offload is not None else DeviceEntries()
 
     def at(self, level: int) -> "_StepHook | _RowsStepHook | None":
-        """The KVCache hook for a step of ``level``; None for full steps that need no cache."""
-        if level == FULL:
+        """The KVCache hook for a step of ``level``; None for full steps and when no token is frozen (there is nothing
+        to cache, and a step cache may then skip the refresh steps: ``sample_jano(step_cache=...)``)."""
+        if level == FULL or self._static_idx.numel() + self._moderate_idx.numel() == 0:
             return None
         return _RowsStepHook(self, level) if self.options.mode == "hidden" else _StepHook(self, level)
 

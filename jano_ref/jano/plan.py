@@ -81,6 +81,20 @@ class JanoPlan:
     def computed(self, i: int) -> Tensor | None:
         return self._index_by_level[self.step_levels[i]]
 
+    @cached_property
+    def _active_by_level(self) -> dict[int, Tensor | None]:
+        active = {}
+        for level, index in self._index_by_level.items():
+            computed = self.token_levels if index is None else self.token_levels[index]
+            active[level] = None if bool((computed == 3).all()) else torch.nonzero(computed == 3).flatten()
+        return active
+
+    def active_among_computed(self, i: int) -> Tensor | None:
+        """Positions of the active tokens (computed at every step) among step ``i``'s computed tokens, or None if the
+        step computes nothing else. A step of the latter kind refreshes no frozen token, so a step cache may let what
+        it kept from an earlier step (over the active tokens) stand in for its computation (``sample_jano``)."""
+        return self._active_by_level[self.step_levels[i]]
+
     def token_counts(self) -> list[int]:
         """Tokens computed at every step."""
         return [self.num_tokens if (idx := self.computed(i)) is None else int(idx.numel())

@@ -17,6 +17,13 @@ prediction still changes, and puts that in its multistep history (notes: jano-of
 how much device memory it may use; a budget is checked before the first step and the plan fitted to it after the
 analysis (``memory``).
 
+``step_cache`` adds a step-level cache (TeaCache, first-block cache, PAB: hooks from ``jano_ref.baselines``, one per
+guidance branch) on top of the plan, as the official ``jano_teacache_forward`` does: a step may be reused only if it
+computes the active tokens alone (a level-1 step; it refreshes no frozen token), and then the step cache decides
+whether its blocks run; every other step computes its tokens and the step cache keeps what it needs from the active
+ones. A reused step still runs the head on the active tokens (with the cached residual); frozen tokens keep their last
+velocity and the KV cache is neither read nor written.
+
 All state (warm-up velocities, caches, last velocity) lives in local variables and in the returned
 report, so two generations in one process behave like two processes.
 """
@@ -57,10 +64,20 @@ class JanoReport:
     cache_bytes: int = 0
     cache: CacheReport | None = None  # bytes per level, layer and branch (None if no plan was made)
     promoted_blocks: int = 0  # frozen blocks made active to fit CacheOptions.max_cache_mb
+    # with a step cache: per step, the share of its block FLOPs each guidance branch spent, and what the cond branch did
+    step_shares: list[list[float]] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
 
     @property
     def token_counts(self) -> list[int]:
-        return self.plan.token_counts() if self.plan is not None else []
+        """Tokens computed per step; with a step cache, times the share of the step's block FLOPs spent (a step whose
+        blocks were all skipped computed no token)."""
+        if self.plan is None:
+            return []
+        counts = self.plan.token_counts()
+        if not self.step_shares:
+            return counts
+        return [round(n * sum(shares) / len(shares)) for n, shares in zip(counts, self.step_shares)]
 
 
 def block_grid_for(layout, config: JanoConfig) -> BlockGrid:
@@ -140,6 +157,8 @@ def sample_jano(
     level_map: Callable[[Tensor], Tensor] | None = None,
     solver: str = "euler",
     cache: CacheOptions | None = None,
+    step_cache: Callable[[], Any] | None = None,
+    describe: Callable[[Any], str] | None = None,
 ) -> tuple[Tensor, JanoReport]:
     """Sampling with Jano. ``field_(x, sigma, token_index=..., kv_caches=...)`` is a token velocity field
     (``pipeline.FluxVelocity`` / ``WanVelocity``, or ``sampling.EpsToVelocity`` over one); ``layout`` gives the
@@ -149,7 +168,12 @@ def sample_jano(
     stores frozen tokens and its memory budget (checked here, before the first step). ``solver`` ("euler" |
     "unipc") steps the whole latent (module docstring). The same levels give the same plan and ideal speedup with
     either solver; the levels themselves come from the warm-up velocities, which follow the solver's trajectory. A
-    layout with ``token_shard`` gets caches for its shard's tokens only."""
+    layout with ``token_shard`` gets caches for its shard's tokens only.
+
+    ``step_cache()`` makes one guidance branch's step-cache hooks (``baselines.common.CacheHooks``: ``begin_step``,
+    ``restrict``, ``spent_share``; module docstring), passed to ``field_`` as ``hooks``; ``describe(hooks)`` names
+    what the cond branch's did at each step (``JanoReport.decisions``). The ideal speedup then counts each step's
+    token FLOPs times the share of its block FLOPs the hooks spent (``combined_ideal_speedup``)."""
     layout = layout if layout is not None else field_
     if x.shape[0] != 1:
         raise ValueError(f"Jano decides levels per sample; got a batch of {x.shape[0]}. Generate one sample at a time.")
@@ -165,6 +189,8 @@ def sample_jano(
     plan: JanoPlan | None = None
     caches: dict[str, LevelKVCache] = {}
     v_last: Tensor | None = None
+    step_hooks = None if step_cache is None else {b: step_cache() for b in layout.branches}
+    hooks_arg = {} if step_hooks is None else {"hooks": step_hooks}
 
     for i in range(num_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -172,17 +198,21 @@ def sample_jano(
         index = None if plan is None else plan.computed(i)
         x_in = state.to(x.dtype)
         start = time.perf_counter()
+        if step_hooks is not None:
+            _begin_step_cache(step_hooks, i, num_steps, float(sigma), plan, index, x.shape[1], layout)
         if index is not None and index.numel() == 0:
             v = v_last  # nothing to compute (no active tokens): every token keeps its last velocity
         else:
-            hooks = None if level == FULL else {b: caches[b].at(level) for b in layout.branches}
-            fresh = field_(x_in, sigma, token_index=index, kv_caches=hooks)
-            if index is None:
-                v = fresh
-            else:
-                v = v_last.clone()
-                v[:, index] = fresh.to(v.dtype)
+            kv = None if level == FULL else {b: caches[b].at(level) for b in layout.branches}
+            fresh = field_(x_in, sigma, token_index=index, kv_caches=kv, **hooks_arg)
+            # computed tokens get their fresh velocity, frozen ones keep their last (a new tensor: v_last stays intact)
+            v = fresh if index is None else v_last.index_copy(1, index, fresh.to(v_last.dtype))
         report.step_seconds.append(time.perf_counter() - start)
+        if step_hooks is not None:
+            report.step_shares.append([h.spent_share for h in step_hooks.values()])
+            if describe is not None:
+                computed_any = index is None or index.numel() > 0
+                report.decisions.append(describe(step_hooks[layout.branches[0]]) if computed_any else "no tokens")
         if callback is not None:
             callback(dict(i=i, x=x_in, sigma=sigma, sigma_next=sigma_next, velocity=v, level=level, computed=index))
 
@@ -213,7 +243,36 @@ def sample_jano(
 
     if plan is None:  # fewer steps than warm-up: everything ran in full
         report.ideal_speedup = 1.0
+    if step_hooks is not None:
+        counts = plan.token_counts() if plan is not None else [x.shape[1]] * num_steps
+        report.ideal_speedup = combined_ideal_speedup(counts, report.step_shares, x.shape[1], cost)
     report.cache_bytes = sum(c.nbytes() for c in caches.values())
     if caches:
         report.cache = CacheReport.of(caches, x.device)
     return state.to(x.dtype), report
+
+
+def _begin_step_cache(hooks: dict, i: int, num_steps: int, sigma: float, plan: JanoPlan | None, index: Tensor | None,
+                      num_tokens: int, layout) -> None:
+    """Start step ``i`` on every branch's step-cache hooks. Before the plan (warm-up) every token is computed and no
+    step may be reused: the analyzer needs the model's own velocities (the official code reuses on level-1 steps only).
+    After it, a step may be reused when it computes the active tokens alone, and the hooks keep the active tokens'
+    rows of every step (``JanoPlan.active_among_computed``)."""
+    kept = None if plan is None else plan.active_among_computed(i)
+    computed = num_tokens if index is None else int(index.numel())
+    costs = layout.block_costs(None if index is None else computed)
+    for h in hooks.values():
+        h.begin_step(i, num_steps, sigma)
+        h.restrict(computed, kept, plan is not None and kept is None, costs)
+
+
+def combined_ideal_speedup(token_counts: list[int], shares: list[list[float]], num_tokens: int, cost: TokenCost
+                           ) -> float:
+    """Ideal speedup of Jano with a step cache: full compute's token FLOPs over the spent ones, where a step spends
+    its token FLOPs (``TokenCost`` at its computed tokens, per guidance branch) times the share of its block FLOPs each
+    branch's hooks spent (``CacheHooks.spent_share``: 0 for a TeaCache skip, block 0's share for a first-block-cache
+    skip, 1 for a computed step). With every share 1 it is the plan's ``ideal_speedup``; with every token computed
+    it is the step cache's own (``BaselineReport.ideal_speedup``: block FLOPs spent over block FLOPs)."""
+    full = cost.forward_flops(num_tokens, num_tokens)
+    spent = sum(cost.forward_flops(n, num_tokens) * sum(s) / len(s) for n, s in zip(token_counts, shares))
+    return full * len(token_counts) / spent if spent else float("inf")

@@ -7,6 +7,7 @@
     jano study --model tiny-flux --prompts 16                    Jano §3 Spearman rho and Fig. 8 accuracies
     jano bench --model tiny-flux --methods full,jano,random-levels,steps --out bench/tiny-flux
     jano bench --methods full,jano,jit,teacache,toca,pab,ras,fbcache --sweep     the baselines' Pareto comparison
+    jano bench --methods full,jano,teacache,jano+teacache,jano+fbcache --sweep   Jano with a step cache on top
     jano report                                                  regenerate the README results section
     jano calibrate tiny-flux                                     fit TeaCache's rescale polynomial for a tiny model
     jano train tiny-flux --out weights/                          (re)train a tiny model, resumable
@@ -35,7 +36,7 @@ import torch
 
 import models
 
-from ..generate import METHODS
+from ..generate import JANO_METHODS, METHODS
 from ..jano.cache import CacheOptions
 from ..pipelines.real import SPECS as REAL_SPECS
 from ..pipelines.tiny import SPECS, Setup, load_model, prepare
@@ -102,7 +103,7 @@ def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
     options = CacheOptions(args.kv_cache_mode, args.kv_offload, args.max_cache_mb)
     if options == CacheOptions():
         return None
-    if not any(m in ("jano", "random-levels") for m in methods):
+    if not any(m in (*JANO_METHODS, "random-levels") for m in methods):
         raise SystemExit("--kv-cache-mode, --kv-offload and --max-cache-mb set Jano's KV cache; add --method jano")
     note = offload_note(options.offload, args.device)
     if note is not None:
@@ -112,12 +113,14 @@ def _cache_options(args: argparse.Namespace, methods) -> CacheOptions | None:
 
 def _check_budget(setup: Setup, preset, cache: CacheOptions | None, device: str) -> None:
     """Refuse a cache budget no plan can meet before any generation runs (full compute included)."""
+    from ..combined import CombinedConfig
     from ..jano.config import get_preset
     from ..jano.sampler import cache_budget
 
     if cache is not None and cache.max_cache_mb is not None:
         try:
-            cache_budget(setup.field, get_preset(preset), cache, device)
+            config = preset.jano if isinstance(preset, CombinedConfig) else get_preset(preset)
+            cache_budget(setup.field, config, cache, device)
         except ValueError as error:
             raise SystemExit(f"--max-cache-mb: {error}") from None
 
@@ -481,7 +484,9 @@ def _model_args(p: argparse.ArgumentParser, real: bool = False) -> None:
     p.add_argument("--preset", default=None,
                    help="Jano preset (default: flux-dev for tiny-flux, wan for tiny-wan); with --method jit a JiT "
                    "preset (default jit-4x); with a baseline one of its presets or KNOB=VALUE (default: its "
-                   "first preset, or the one fitted to the model); a wrong name lists the choices")
+                   "first preset, or the one fitted to the model); with jano+teacache / jano+fbcache / jano+pab "
+                   "JANO_PRESET[@STEP_CACHE_PRESET or @KNOB=VALUE] (e.g. flux-dev@rel_l1_thresh=0.05); a wrong name "
+                   "lists the choices")
     p.add_argument("--steps", type=int, default=None if real else 50,
                    help="default 50 (FLUX.1-schnell: 4)" if real else None)
     p.add_argument("--random-weights", action="store_true",
@@ -558,10 +563,12 @@ def _add_bench(sub) -> None:
     be = sub.add_parser("bench", help="every method on the same prompts and seeds (resumable)")
     be.add_argument("--model", default="tiny-flux", choices=sorted(SPECS))
     be.add_argument("--methods", default="full,jano", help="comma-separated: full, jano, random-levels, jit, "
-                    "teacache, fbcache, pab, toca, ras, steps")
+                    "teacache, fbcache, pab, toca, ras, steps, jano+teacache, jano+fbcache, jano+pab")
     be.add_argument("--presets", default=None, help="comma-separated Jano, JiT and baseline presets or baseline "
-                    "knob=value labels (each method takes its own; steps also takes step counts)")
-    be.add_argument("--sweep", action="store_true", help="run every baseline over its knob (the values in its module)")
+                    "knob=value labels (each method takes its own; steps also takes step counts; the jano+ methods "
+                    "run at each Jano preset, or take JANO_PRESET@STEP_CACHE_PRESET / JANO_PRESET@KNOB=VALUE)")
+    be.add_argument("--sweep", action="store_true", help="run every baseline over its knob (the values in its module), "
+                    "and each jano+ method over its step cache's knob at the first Jano preset")
     be.add_argument("--prompts", type=int, default=8)
     be.add_argument("--seeds", default="0", help="comma-separated noise seeds")
     be.add_argument("--steps", type=int, default=50)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..generate import Generation, cost_against_full, generate
+from ..generate import JANO_METHODS, Generation, cost_against_full, generate
 from ..jano.config import PRESETS as JANO_PRESETS
 from ..jit import PRESETS as JIT_PRESETS
 from .imageio import pixels_to_uint8, write_gif, write_mp4, write_png
@@ -47,10 +47,16 @@ class Comparison:
 
 def method_config(method: str, preset: str | None, model: str, jano_default: str):
     """(preset name, config) of ``method``; the default preset is the model's own (ValueError on a wrong name)."""
+    from .. import combined
     from ..baselines import BASELINES, default_preset, resolve
 
     if method == "full":
         return None, None
+    if method in combined.COMBINATIONS:
+        try:
+            return combined.resolve(method, preset, model, jano_default)
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"--preset: {error.args[0]}") from None
     if method in BASELINES:
         try:
             return preset or default_preset(method, model), resolve(method, preset, model)
@@ -85,7 +91,7 @@ def time_methods(setup, methods: list[str], preset, config, *, steps: int, warmu
                     meter.reset()  # count the last run only
                 return generate(setup.field, setup.noise, sigmas[method], method=method, config=config,
                                 callback=lambda info: bar.update(note=method), solver=_solver_for(method, solver),
-                                cache=cache if method == "jano" else None)
+                                cache=cache if method in JANO_METHODS else None)
             runs[method], seconds[method], peaks[method] = timed_runs(once, warmup, repeats, device)
             if group is not None:
                 from ..runtime.parallel import gather_per_step
@@ -125,15 +131,20 @@ def compare_with_full(setup, method: str, preset, report, pixels: dict[str, Tens
 
     lines, files = [], []
     quality = frame_metrics(pixels[method].transpose(0, 1), pixels["full"].transpose(0, 1))
-    if method == "jano":
+    if method in JANO_METHODS:
         if out is not None and report.token_levels is not None:  # None when no step follows Jano's warm-up
             files.append(write_png(out / "levels.png",
-                                   level_map_picture(setup, pixels["jano"], report.token_levels, view_scale)))
+                                   level_map_picture(setup, pixels[method], report.token_levels, view_scale)))
         lines.append(report.plan.describe(setup.field.token_cost()) if report.plan is not None
                      else "no plan (too few steps)")
         if max_cache_mb is not None and report.cache is not None:
             lines.append(f"--max-cache-mb {max_cache_mb:g}: {report.promoted_blocks} frozen block(s) made active to "
                          f"fit; the cache holds {report.cache.resident / 2**20:.2f} MiB on the device")
+        if report.decisions:  # a step cache on top (jano+teacache, ...)
+            counts = Counter(report.decisions)
+            lines.append(f"step cache ({preset.split('@', 1)[1]}): "
+                         + ", ".join(f"{n} steps {d}" for d, n in counts.items())
+                         + " (cond branch; only steps that compute the active tokens alone may reuse)")
     elif method == "jit":
         lines.append(f"JiT {preset}: {len(report.token_counts)} steps, anchors per step {report.token_counts}")
     else:

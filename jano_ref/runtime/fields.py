@@ -15,7 +15,7 @@ runs each branch on its own process and mixes them with the same ``guidance_mix`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -72,6 +72,7 @@ class FluxVelocity:
     latent_hw: tuple[int, int]
     uncond: FluxConditioning | None = None
     guide_scale: float = 1.0
+    _positions: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see positions()
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -105,11 +106,12 @@ class FluxVelocity:
         guidance = None
         if c.guidance is not None and self.model.params.guidance_embed:
             guidance = torch.full((b,), c.guidance, device=x.device, dtype=dtype)
+        img_ids, txt_ids, rope = self.positions(c.txt.shape[1], x.device)
         return self.model(
             img=x.to(dtype),
-            img_ids=image_ids(*self.latent_hw, device=x.device),
+            img_ids=img_ids,
             txt=c.txt.to(dtype).expand(b, -1, -1),
-            txt_ids=text_ids(c.txt.shape[1], device=x.device),
+            txt_ids=txt_ids,
             timesteps=sigma.reshape(1).expand(b).to(dtype),
             y=c.y.to(dtype).expand(b, -1),
             guidance=guidance,
@@ -117,7 +119,17 @@ class FluxVelocity:
             kv_cache=kv_cache,
             hooks=hooks,
             attention_op=attention_op,
+            rope=rope,
         )
+
+    def positions(self, n_txt: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(image ids, text ids, the model's ``rope_table`` of them), built once per text length and device: every
+        call of a sampling run has the same positions (the model gathers the computed tokens' rows of the table)."""
+        key = (n_txt, torch.device(device))
+        if key not in self._positions:
+            img_ids, txt_ids = image_ids(*self.latent_hw, device=device), text_ids(n_txt, device=device)
+            self._positions[key] = img_ids, txt_ids, self.model.rope_table(txt_ids, img_ids)
+        return self._positions[key]
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward (2 FLOPs per multiply-add)."""
@@ -129,17 +141,19 @@ class FluxVelocity:
         layers = p.depth + p.depth_single_blocks
         return TokenCost(linear, 4 * d * layers, always_computed=self.cond.txt.shape[1])
 
-    def block_costs(self) -> list[BlockCost]:
-        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+    def block_costs(self, computed: int | None = None) -> list[BlockCost]:
+        """FLOPs per block of one forward (one guidance branch), for step and feature caches: every image token, or
+        ``computed`` of them (``token_index``) attending to all of them (the others' K/V from a cache)."""
         p = self.model.params
         d, mlp = p.hidden_size, int(p.hidden_size * p.mlp_ratio)
         n_txt = self.cond.txt.shape[1]
         n_img = math.prod(self.token_grid)
-        rows = n_txt + n_img
-        attention = 2 * 2 * d * rows * rows  # QK^T and AV over the joint sequence
+        n = n_img if computed is None else computed
+        rows, keys = n_txt + n, n_txt + n_img
+        attention = 2 * 2 * d * rows * keys  # QK^T and AV over the joint sequence
         # the attention hook covers q, k, v and attention; the per-stream output projections run after it
-        double = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n_img,
-                           rest=2 * d * d * rows + 2 * 2 * d * mlp * n_txt, rows=n_img)
+        double = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * 2 * d * mlp * n,
+                           rest=2 * d * d * rows + 2 * 2 * d * mlp * n_txt, rows=n)
         single = BlockCost(self_attn=2 * 3 * d * d * rows + attention, cross_attn=0.0, mlp=2 * d * mlp * rows,
                            rest=2 * (d + mlp) * d * rows, rows=rows)
         return [double] * p.depth + [single] * p.depth_single_blocks
@@ -166,6 +180,7 @@ class WanVelocity:
     latent_fhw: tuple[int, int, int]
     guide_scale: float = 5.0
     integer_timesteps: bool = False
+    _rope: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see rope_table()
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -201,7 +216,16 @@ class WanVelocity:
             t = (sigma.reshape(1).double() * 1000).floor()
         t = t.expand(x.shape[0]).float()
         return self.model.forward_tokens(video, t, context.expand(x.shape[0], -1, -1), token_index=token_index,
-                                         kv_cache=kv_cache, hooks=hooks, attention_op=attention_op)
+                                         kv_cache=kv_cache, hooks=hooks, attention_op=attention_op,
+                                         rope=self.rope_table(x.device))
+
+    def rope_table(self, device) -> Tensor:
+        """The model's ``rope_table`` of this field's token grid, built once per device (every call of a sampling run
+        rotates by the same positions; the computed tokens' rows are gathered from it)."""
+        key = torch.device(device)
+        if key not in self._rope:
+            self._rope[key] = self.model.rope_table(self.token_grid, device)
+        return self._rope[key]
 
     def token_cost(self) -> TokenCost:
         """FLOPs per computed token / attention pair of one forward per guidance branch."""
@@ -212,12 +236,14 @@ class WanVelocity:
         linear = 2 * (p.num_layers * block + 2 * patch)
         return TokenCost(linear, 4 * d * p.num_layers, cross_attn_per_pair=4 * d * p.num_layers, cross_keys=p.text_len)
 
-    def block_costs(self) -> list[BlockCost]:
-        """FLOPs per block of one full forward (one guidance branch), for step and feature caches."""
+    def block_costs(self, computed: int | None = None) -> list[BlockCost]:
+        """FLOPs per block of one forward (one guidance branch), for step and feature caches: every token, or
+        ``computed`` of them (``token_index``) attending to all of them (the others' K/V from a cache)."""
         p = self.model.params
-        d, rows = p.dim, math.prod(self.token_grid)
+        d, keys = p.dim, math.prod(self.token_grid)
+        rows = keys if computed is None else computed
         block = BlockCost(
-            self_attn=2 * 4 * d * d * rows + 2 * 2 * d * rows * rows,
+            self_attn=2 * 4 * d * d * rows + 2 * 2 * d * rows * keys,
             cross_attn=2 * 2 * d * d * rows + 2 * 2 * d * d * p.text_len + 2 * 2 * d * rows * p.text_len,
             mlp=2 * 2 * d * p.ffn_dim * rows, rest=0.0, rows=rows,
         )

@@ -190,8 +190,8 @@ class _FieldView:
     def token_cost(self):
         return self.field.token_cost()
 
-    def block_costs(self):
-        return self.field.block_costs()
+    def block_costs(self, computed: int | None = None):
+        return self.field.block_costs(computed)
 
     def to_tokens(self, latent: Tensor) -> Tensor:
         return self.field.to_tokens(latent)

@@ -16,6 +16,10 @@ Methods (a run is a method and a preset):
 * ``steps``          uniform step reduction: full compute with fewer steps. Preset ``P`` (a Jano preset) takes
                      round(steps / ideal speedup of jano/P) steps, i.e. the same compute as Jano; an integer
                      preset takes that many steps.
+* ``jano+teacache``, ``jano+fbcache``, ``jano+pab``
+                     Jano with a step cache on top (``jano_ref.combined``), at each Jano preset with the step
+                     cache's default for the model, or a label ``JANO@STEP`` (``flux-dev@rel_l1_thresh=0.05``);
+                     ``--sweep`` runs the step cache's knob over its ``SWEEP`` at the first Jano preset.
 
 Timing covers the denoising loop only (text encoding and decoding excluded, as the paper does): ``--warmup``
 untimed runs, then the median of ``--repeats`` timed runs, per prompt and seed. The runs of one prompt and seed
@@ -50,7 +54,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ... import baselines
+from ... import baselines, combined
 from ...jano.cache import CacheOptions
 from ...jano.config import PRESETS as JANO_PRESETS
 from ...jit import PRESETS as JIT_PRESETS
@@ -67,7 +71,8 @@ from ...runtime.timing import interleaved_rounds, timed_runs
 from ...pipelines.tiny import SPECS, load_model, prepare
 from ..tiny.data import evaluation_scenes
 
-BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps")
+BENCH_METHODS = ("full", "jano", "random-levels", "jit", *baselines.BASELINES, "steps", *combined.COMBINATIONS)
+JANO_RUNS = ("jano", "random-levels", *combined.COMBINATIONS)  # the runs with Jano's plan and KV cache
 QUALITY_SCOPES = ("all", "matched")
 
 
@@ -110,10 +115,11 @@ class BenchConfig:
         for p in self.presets:
             if (p not in JANO_PRESETS and p not in JIT_PRESETS and not p.isdigit()
                     and not any(baselines.accepts(m, p) for m in baselines.BASELINES
-                                if m in self.methods or "=" not in p)):
+                                if m in self.methods or "=" not in p)
+                    and not any(combined.accepts(m, p) for m in combined.COMBINATIONS if m in self.methods)):
                 raise ValueError(f"unknown preset {p!r}: use a Jano preset ({', '.join(JANO_PRESETS)}), a JiT preset "
-                                 f"({', '.join(JIT_PRESETS)}), a baseline preset or knob=value label, or, for the "
-                                 "steps method, a step count")
+                                 f"({', '.join(JIT_PRESETS)}), a baseline preset or knob=value label, for the "
+                                 "steps method a step count, or for a jano+ method JANO_PRESET@STEP_CACHE_SETTING")
 
     def baseline_runs(self, method: str) -> list[str]:
         """A baseline's presets: the ones named for it, its sweep with ``sweep``, else its default for the model."""
@@ -121,6 +127,16 @@ class BenchConfig:
         swept = [label for label, _ in baselines.sweep(method, self.model)] if self.sweep else []
         chosen = named + [label for label in swept if label not in named]
         return chosen or [baselines.default_preset(method, self.model)]
+
+    def combined_runs(self, method: str) -> list[str]:
+        """A jano+ method's labels: the ones named for it, each Jano preset with the step cache's default for the
+        model, and with ``sweep`` the step cache's knob over its values at the first Jano preset."""
+        named = [p for p in self.presets if "@" in p and combined.accepts(method, p)]
+        jano = [p for p in self.presets if p in JANO_PRESETS]
+        chosen = named + [combined.resolve(method, p, self.model, p)[0] for p in jano]
+        if self.sweep and jano:
+            chosen += combined.sweep(method, jano[0], self.model)
+        return list(dict.fromkeys(chosen))
 
     def cache_options(self) -> CacheOptions:
         return CacheOptions(self.kv_cache_mode, self.kv_offload, self.max_cache_mb)
@@ -144,6 +160,8 @@ class BenchConfig:
                 out += [(m, p) for p in self.presets if p in JANO_PRESETS or p.isdigit()]
             elif m in baselines.BASELINES:
                 out += [(m, p) for p in self.baseline_runs(m)]
+            elif m in combined.COMBINATIONS:
+                out += [(m, p) for p in self.combined_runs(m)]
             else:
                 out += [(m, p) for p in self.presets if p in accepts[m]]
         return out
@@ -245,7 +263,7 @@ class Bench:
         from ...jano.sampler import cache_budget
 
         options = self.cfg.cache_options()
-        jano = [p for m, p in self.cfg.runs() if m in ("jano", "random-levels")]
+        jano = [combined.split_label(p)[0] for m, p in self.cfg.runs() if m in JANO_RUNS]
         if options.max_cache_mb is None or not jano:
             return
         setup = prepare(self.cfg.model, self.prompts[0], steps=self.cfg.steps, model=self.model)
@@ -294,6 +312,10 @@ class Bench:
             kwargs = dict(method="jit", config=config)
             params = {k: v for k, v in asdict(config).items() if k != "source"}
             sigmas = None  # sample_jit then uses the preset's own Beta-warped steps
+        elif method in combined.COMBINATIONS:
+            _, config = combined.resolve(method, preset, self.cfg.model, self.spec.jano_preset)
+            kwargs = dict(method=method, config=config, cache=self.cfg.cache_options())
+            params = combined.params(config)
         elif method in ("jano", "random-levels"):
             config = JANO_PRESETS[preset]
             kwargs = dict(method="jano", config=config, cache=self.cfg.cache_options())
@@ -424,7 +446,7 @@ def _cache_mb(method: str, report) -> float | None:
     methods whose caches this does not measure)."""
     if method in ("full", "steps"):
         return 0.0
-    if method in ("jano", "random-levels"):
+    if method in JANO_RUNS:
         return 0.0 if report.cache is None else report.cache.mb
     return None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .analysis import run_study, study_markdown, write_study
 from ...baselines import BASELINES
+from ...combined import COMBINATIONS
 from .bench import Bench, BenchConfig
 from .tables import TARGETS, best_near, matched_table, results_markdown, run_label
 
@@ -38,8 +39,9 @@ def placeholders(markdown: str) -> list[str]:
 class ModelPlan:
     """What the README reports for one model: Jano's official preset, (Flux) the paper's fastest Appendix B row and
     the matched-compute 2x variant; JiT's two presets with the paper's own comparison, full compute at 12 and 7
-    steps (JiT §5.1); and every caching baseline over its knob (``jano bench --sweep``). ``quality``: prompts of the
-    bench's quality pass (KID, caption agreement), over the runs the tables show (``--quality-scope matched``)."""
+    steps (JiT §5.1); every caching baseline over its knob (``jano bench --sweep``); Jano with TeaCache and with the
+    first-block cache on top, over the step cache's knob at the first preset. ``quality``: prompts of the bench's
+    quality pass (KID, caption agreement), over the runs the tables show (``--quality-scope matched``)."""
 
     presets: tuple[str, ...]
     prompts: int
@@ -49,7 +51,8 @@ class ModelPlan:
     jit_steps: tuple[str, ...] = ("12", "7")
 
     def bench_config(self, model: str, prompts: int, quality: int | None = None) -> BenchConfig:
-        return BenchConfig(model=model, methods=("full", "jano", "random-levels", "jit", *BASELINES, "steps"),
+        return BenchConfig(model=model, methods=("full", "jano", "random-levels", "jit", *BASELINES, "steps",
+                                                 "jano+teacache", "jano+fbcache"),
                            presets=self.presets + self.jit_presets + self.jit_steps, prompts=prompts, sweep=True,
                            quality=self.quality if quality is None else quality, quality_scope="matched")
 
@@ -149,10 +152,27 @@ def quality_lines(model: str, results: dict) -> list[str]:
     return lines
 
 
+def combination_lines(results: dict, targets: tuple[float, ...] = (2.0, 3.0), tolerance: float = 0.15) -> list[str]:
+    """Issue target: at ~3x (and ~2x) measured speedup, does Jano with a step cache keep a higher PSNR than plain
+    TeaCache?"""
+    lines = []
+    for target in targets:
+        tea = best_near(results, "teacache", target, tolerance)
+        for method in COMBINATIONS:
+            mine = best_near(results, method, target, tolerance)
+            if mine is None or tea is None:
+                continue
+            verdict = "keeps a higher" if mine["psnr"] > tea["psnr"] else "does not keep a higher"
+            lines.append(f"- at ~{target:g}x, {method}/{mine['preset']} ({mine['speedup']:.2f}x, {mine['psnr']:.2f} "
+                         f"dB) {verdict} PSNR than teacache/{tea['preset']} ({tea['speedup']:.2f}x, "
+                         f"{tea['psnr']:.2f} dB)")
+    return lines
+
+
 def model_section(model: str, results: dict, study, out: Path, readme_dir: Path) -> str:
     rel = lambda p: Path(p).resolve().relative_to(readme_dir.resolve()).as_posix()  # noqa: E731
     default = PLANS[model].presets[0]
-    main = dict(results, runs=[r for r in results["runs"] if r["method"] not in BASELINES])
+    main = dict(results, runs=[r for r in results["runs"] if r["method"] not in (*BASELINES, *COMBINATIONS)])
     return "\n".join([
         f"### {model}",
         "",
@@ -167,6 +187,7 @@ def model_section(model: str, results: dict, study, out: Path, readme_dir: Path)
         matched_table(results),
         *baseline_lines(results),
         *quality_lines(model, results),
+        *combination_lines(results),
         "",
         study_markdown(study),
         f"![{model} Pareto]({rel(out / 'pareto.png')}) ![{model} Fig. 8]({rel(out / 'fig8.png')})",

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from jano_ref.lab.eval.benchmarks import fixed_cost, fixed_cost_ideal
+from jano_ref.lab.eval.benchmarks import fixed_cost, fixed_cost_ideal, level_one_call, op_kind, profile_call
 from jano_ref.jano.plan import JanoPlan
 from jano_ref.runtime.cost import TokenCost
 from jano_ref.pipelines.tiny import load_model, prepare
@@ -58,3 +58,21 @@ def test_real_shape_times_every_stage(model, monkeypatch):
     assert result.speedups["full"] == (1.0, 1.0) and result.speedups["jano"][1] == 1.0  # 3 steps: no plan, all full
     table = result.markdown()
     assert table.count("\n| ") == len(names) + 1 and "random weights" in table
+
+
+def test_op_kinds_group_the_aten_ops_a_call_runs():
+    assert op_kind("aten::addmm") == "matmul" and op_kind("aten::cat") == "copies and gathers"
+    assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_kind("aten::as_strided") == "views and allocation" and op_kind("aten::gelu") == "elementwise and other"
+
+
+def test_profile_call_counts_the_same_kernels_whatever_the_token_count():
+    """The fixed cost in one line: computing 1 token or all of them launches the same matmuls (per layer and branch)."""
+    torch.manual_seed(0)
+    setup = prepare("tiny-flux", "a red striped circle on a flat background", steps=20,
+                    model=load_model("tiny-flux", random_weights=True))
+    n = setup.noise.shape[1]
+    with torch.inference_mode():
+        few, every = (profile_call(level_one_call(setup, k, torch.device("cpu")), calls=2) for k in (1, n))
+    assert few.ops["matmul"] == every.ops["matmul"] > 0 and few.ops["attention"] == every.ops["attention"] > 0
+    assert few.total > 0 and few.seconds["matmul"] > 0 and set(few.seconds) == set(few.ops)

@@ -1,7 +1,7 @@
 """The tree's rings, enforced: each ring imports only the rings inside it (README, "Layout").
 
-    models/  ->  jano_ref/runtime/  ->  jano_ref/{jano,jit,baselines}/  ->  jano_ref/generate.py  ->  jano_ref/pipelines/
-             ->  jano_ref/lab/ (and the entry modules)
+    models/  ->  jano_ref/runtime/  ->  jano_ref/{jano,jit,baselines}/  ->  jano_ref/{combined,generate}.py
+             ->  jano_ref/pipelines/  ->  jano_ref/lab/ (and the entry modules)
 
 The methods do not import each other, and no library module imports a test-only reference (diffusers, transformers,
 scipy, Pillow). Every import statement counts, including the ones inside functions, so a lazy import cannot hide a
@@ -26,6 +26,7 @@ RINGS = (
     ("jano_ref.jano", 2),
     ("jano_ref.jit", 2),
     ("jano_ref.baselines", 2),
+    ("jano_ref.combined", 3),  # Jano with a step cache on top: composes two methods, so outside them
     ("jano_ref.generate", 3),
     ("jano_ref", 3),  # the package's __init__: the public API over the core
     ("jano_ref.pipelines", 4),

@@ -3,6 +3,7 @@
     python -m jano_ref.benchmarks analyzer         # analyzer cost at Flux-1024^2 and Wan-1.3B latent sizes
     python -m jano_ref.benchmarks cached-forward   # measured vs ideal speedup of the cached forward
     python -m jano_ref.benchmarks fixed-cost       # the per-call cost token skipping cannot remove, on tiny-flux
+    python -m jano_ref.benchmarks fixed-cost --profile   # and where it goes (torch.profiler, ops grouped by kind)
     python -m jano_ref.benchmarks memory           # Jano's KV cache of the official models at official sizes (no run)
     python -m jano_ref.benchmarks memory --model wan2.1-14b --frames 81 --height 720 --width 1280 --frozen 0.7
     python -m jano_ref.benchmarks cache-modes --model tiny-wan   # exact / offload / hidden / bf16 cache: MiB, s, PSNR
@@ -144,18 +145,9 @@ def fixed_cost(setup, preset: str, repeats: int, device: torch.device, calls_per
     field, x = setup.field, setup.noise
     n = x.shape[1]
     cost = field.token_cost()
-    sigma = setup.sigmas[len(setup.sigmas) // 5]
     counts = sorted({1, n // 16, n // 8, n // 4, n // 2, 3 * n // 4, n})
-    calls = []
     with torch.inference_mode():
-        for k in counts:
-            levels = torch.ones(n, dtype=torch.long, device=device)
-            levels[torch.randperm(n, generator=torch.Generator().manual_seed(k))[:k].to(device)] = 3
-            caches = {b: LevelKVCache(levels) for b in field.branches}
-            field(x, sigma, kv_caches={b: c.at(REFRESH) for b, c in caches.items()})  # fills the caches
-            hooks = {b: c.at(1) for b, c in caches.items()}
-            index = computed_tokens(levels, 1)
-            calls.append(lambda index=index, hooks=hooks: field(x, sigma, token_index=index, kv_caches=hooks))
+        calls = [level_one_call(setup, k, device) for k in counts]
         # rounds over all counts (interleaved, so a load drift hits every count alike); round 0 warms up
         times: list[list[float]] = [[] for _ in counts]
         for r in range(repeats + 1):
@@ -190,8 +182,95 @@ def fixed_cost_ideal(token_counts: list[int], num_tokens: int, cost, a: float, b
     return full * len(token_counts) / sum(a + b * cost.forward_flops(k, num_tokens) for k in token_counts)
 
 
+def level_one_call(setup, computed: int, device: torch.device) -> Callable[[], object]:
+    """One level-1 velocity call of ``setup`` (every guidance branch) computing ``computed`` random tokens, the
+    others' K/V from a cache filled by a refresh call first; run it under ``torch.inference_mode``."""
+    field, x = setup.field, setup.noise
+    n = x.shape[1]
+    sigma = setup.sigmas[len(setup.sigmas) // 5]
+    levels = torch.ones(n, dtype=torch.long, device=device)
+    levels[torch.randperm(n, generator=torch.Generator().manual_seed(computed))[:computed].to(device)] = 3
+    caches = {b: LevelKVCache(levels) for b in field.branches}
+    field(x, sigma, kv_caches={b: c.at(REFRESH) for b, c in caches.items()})  # fills the caches
+    hooks = {b: c.at(1) for b, c in caches.items()}
+    index = computed_tokens(levels, 1)
+    return lambda: field(x, sigma, token_index=index, kv_caches=hooks)
+
+
+# What an op does, for ``profile_call``'s breakdown (aten names; anything else counts as "elementwise and other").
+OP_KINDS = {
+    "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"),
+    "copies and gathers": ("aten::cat", "aten::copy_", "aten::index", "aten::index_select", "aten::index_copy",
+                           "aten::index_copy_", "aten::_to_copy", "aten::clone", "aten::stack", "aten::contiguous"),
+    "views and allocation": ("aten::as_strided", "aten::view", "aten::slice", "aten::narrow", "aten::select",
+                             "aten::expand", "aten::transpose", "aten::t", "aten::empty", "aten::empty_strided",
+                             "aten::reshape", "aten::unsqueeze", "aten::squeeze", "aten::flatten", "aten::unflatten",
+                             "aten::split", "aten::chunk", "aten::to", "aten::view_as_complex", "aten::view_as_real",
+                             "aten::detach", "aten::alias", "aten::permute", "aten::_unsafe_view", "aten::resize_",
+                             "aten::empty_like", "aten::unbind", "aten::lift_fresh", "aten::result_type"),
+}
+
+
+def op_kind(name: str) -> str:
+    """``OP_KINDS`` group of an aten op name; attention kernels by name; the rest "elementwise and other"."""
+    if "scaled_dot_product" in name or "flash_attention" in name:
+        return "attention"
+    return next((kind for kind, names in OP_KINDS.items() if name in names), "elementwise and other")
+
+
+@dataclass
+class CallProfile:
+    """``profile_call``: per call, the self CPU seconds and the number of aten ops of each kind (``op_kind``)."""
+
+    seconds: dict[str, float]
+    ops: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+def profile_call(call: Callable[[], object], calls: int = 20) -> CallProfile:
+    """Where one call's time goes: ``torch.profiler`` over ``calls`` calls, each aten op's self CPU time grouped
+    by ``op_kind`` (op self times exclude their children, so the groups add up to the time spent inside ops; the
+    rest of a call's wall time is Python and module overhead)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    call()  # warm-up outside the profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            call()
+    seconds: dict[str, float] = {}
+    ops: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        kind = op_kind(event.key)
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total * 1e-6 / calls
+        ops[kind] = ops.get(kind, 0.0) + event.count / calls
+    return CallProfile(seconds, ops)
+
+
+def print_profiles(setup, r: FixedCost, device: torch.device, calls: int = 20) -> None:
+    """The fewest and the most computed tokens of ``fixed_cost``: wall time (from its timings) and the op groups."""
+    with torch.inference_mode():
+        profiles = {k: profile_call(level_one_call(setup, k, device), calls) for k in (r.counts[0], r.counts[-1])}
+    kinds = sorted({kind for p in profiles.values() for kind in p.seconds}, key=lambda kind: -profiles[
+        r.counts[0]].seconds.get(kind, 0.0))
+    print(f"torch.profiler, self CPU time per call (median wall time from the table above; {calls} calls profiled):")
+    print("| per call | " + " | ".join(f"{k} computed tokens" for k in profiles) + " |")
+    print("|---|" + "---|" * len(profiles))
+    walls = dict(zip(r.counts, r.seconds))
+    print("| wall time | " + " | ".join(f"{walls[k] * 1e3:.2f} ms" for k in profiles) + " |")
+    for kind in kinds:
+        print(f"| {kind} | " + " | ".join(f"{p.seconds.get(kind, 0.0) * 1e3:.2f} ms ({p.ops.get(kind, 0.0):.0f} ops)"
+                                         for p in profiles.values()) + " |")
+    print("| all aten ops | " + " | ".join(f"{p.total * 1e3:.2f} ms ({sum(p.ops.values()):.0f} ops)"
+                                          for p in profiles.values()) + " |")
+
+
 def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, model_name: str, prompt: str,
-                     preset: str) -> FixedCost:
+                     preset: str, profile: bool = False) -> FixedCost:
     from ...pipelines.tiny import load_model, prepare
 
     setup = prepare(model_name, prompt, model=load_model(model_name, device=device, dtype=dtype))
@@ -210,6 +289,8 @@ def bench_fixed_cost(repeats: int, device: torch.device, dtype: torch.dtype, mod
           f"{r.fixed_ideal:.2f}x; measured {r.measured:.2f}x (median of {repeats}, interleaved with full); measured / "
           f"token-FLOP ideal {r.measured / r.token_ideal:.2f}, measured / fixed-cost ideal "
           f"{r.measured / r.fixed_ideal:.2f}")
+    if profile:
+        print_profiles(setup, r, device)
     return r
 
 
@@ -350,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default=None, choices=["reduced", "full"],
                         help="real-shape: full (default on a GPU) or reduced (default on a CPU) architecture and size")
     parser.add_argument("--warmup", type=int, default=1, help="real-shape: untimed runs per method")
+    parser.add_argument("--profile", action="store_true", help="fixed-cost: where a call's time goes "
+                        "(torch.profiler, aten ops grouped by kind) at the fewest and the most computed tokens")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -374,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.which == "analyzer":
         bench_analyzer(repeats, device, dtype)
     elif args.which == "fixed-cost":
-        bench_fixed_cost(repeats, device, dtype, model, args.prompt, preset)
+        bench_fixed_cost(repeats, device, dtype, model, args.prompt, preset, args.profile)
     elif args.which == "cache-modes":
         bench_cache_modes(repeats, device, dtype, model, args.prompt, preset, args.steps or 50)
     elif args.which == "memory":

@@ -334,5 +334,16 @@ def test_quality_scope_matched_covers_what_the_tables_show(tmp_path, monkeypatch
     monkeypatch.setattr(bench_module, "aggregate", lambda *a, **k: results)
     assert Bench(cfg, tmp_path, progress=False).quality_runs() == [
         ("full", "-"), ("fbcache", "threshold=0.1"), ("fbcache", "threshold=0.3"), ("steps", "12")]
+    # a jano+ combination is swept like a baseline: only its shown settings get samples
+    combo = [run("full", "-", 1.0, None), run("jano", "flux-dev", 1.5, 36.0),
+             run("jano+teacache", "flux-dev@rel_l1_thresh=0.05", 2.0, 38.0),
+             run("jano+teacache", "flux-dev@rel_l1_thresh=0.6", 9.0, 15.0)]
+    cfg = BenchConfig(model="tiny-flux", methods=("full", "jano", "jano+teacache"),
+                      presets=("flux-dev", "flux-dev@rel_l1_thresh=0.05", "flux-dev@rel_l1_thresh=0.6"), prompts=1,
+                      steps=8, quality=4, quality_scope="matched")
+    monkeypatch.setattr(bench_module, "aggregate", lambda *a, **k: dict(runs=combo))
+    shown = Bench(cfg, tmp_path, progress=False).quality_runs()
+    assert ("full", "-") in shown and ("jano", "flux-dev") in shown
+    assert [r for r in shown if r[0] == "jano+teacache"] == [("jano+teacache", "flux-dev@rel_l1_thresh=0.05")]
     with pytest.raises(ValueError, match="quality_scope='some'"):
         BenchConfig(quality=4, quality_scope="some")

@@ -39,9 +39,9 @@ of N evaluation prompts (K x N with ``--quality-sets K``); its KID against rende
 difference from the full run on paired subsets, and its caption agreement over those samples go into
 ``results.json`` (``kid``, ``kid_std``, ``kid_sets``, ``kid_vs_full``, ``kid_vs_full_std``, ``quality_samples``,
 ``caption_colour_n``, ``caption_shape_n``; how they were measured in the top-level ``quality``) and into the tables.
-``--quality-scope matched`` limits the pass to the runs the tables show: every run that is not a caching baseline,
-and each baseline's runs in the matched-speedup table (the others get None). Its cells are written to
-``DIR/quality/`` and resume the same way.
+``--quality-scope matched`` limits the pass to the runs the tables show: every run that is not a caching baseline or
+a jano+ combination, and each baseline's and combination's runs in the matched-speedup table (the others get None).
+Its cells are written to ``DIR/quality/`` and resume the same way.
 """
 
 from __future__ import annotations
@@ -376,7 +376,8 @@ class Bench:
         if self.cfg.quality_scope == "all":
             return runs
         shown = matched_runs(aggregate(self.cfg, self.prompts, self.load_cell, device=str(self.device)))
-        return [(m, p) for m, p in runs if m not in baselines.BASELINES or (m, p) in shown]
+        swept = (*baselines.BASELINES, *combined.COMBINATIONS)  # methods run over a knob: only the shown settings
+        return [(m, p) for m, p in runs if m not in swept or (m, p) in shown]
 
     def _quality_pass(self) -> None:
         n = self.cfg.quality

@@ -351,3 +351,15 @@ def test_gif_rejects_bad_frames(tmp_path):
         write_gif(tmp_path / "x.gif", [np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)])
     with pytest.raises(ValueError, match="frame 0"):
         write_gif(tmp_path / "x.gif", [np.zeros((4, 4), np.uint8)])
+
+
+def test_every_bench_method_gets_its_own_colour():
+    from jano_ref.lab.eval.bench import BENCH_METHODS
+
+    assert len(set(plot.PALETTE)) == len(plot.PALETTE) >= len(BENCH_METHODS)
+    series = {f"s{i}": ([0, 1], [i, i]) for i in range(len(BENCH_METHODS))}
+    img, ax = plot.xy_chart(series, xlim=(0, 1), ylim=(-1, len(series)), markers=False, return_axes=True)
+    for i in range(len(series)):
+        row = int(round(float(ax.to_pixel(0.5, i)[1])))
+        col = int(round(float(ax.to_pixel(0.5, i)[0])))
+        assert tuple(img[row, col]) == plot.PALETTE[i]

@@ -44,9 +44,10 @@ _CMAPS = {
                 (39, 173, 129), (94, 201, 98), (173, 220, 48), (253, 231, 37)),
     "gray": ((0, 0, 0), (255, 255, 255)),
 }
-# Tableau-10 qualitative palette for series, cycled when there are more series.
+# Tableau-10 qualitative palette for series, then six darker ones (a bench draws up to 13 methods), cycled beyond.
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+           (0, 0, 128), (128, 0, 0), (0, 100, 0), (20, 20, 20), (204, 153, 0), (0, 128, 128))
 LEVEL_NAMES = ("static", "moderate", "active")
 LEVEL_COLORS = ((40, 90, 230), (245, 200, 0), (225, 30, 30))
 BLACK, WHITE, AXIS, GRID, NAN_GREY = (0, 0, 0), (255, 255, 255), (60, 60, 60), (232, 232, 232), (150, 150, 150)

@@ -92,6 +92,13 @@ def target_lines(model: str, results: dict, default_preset: str) -> list[str]:
     return lines
 
 
+def psnr_verdict(target: float, method: str, run: dict, other_method: str, other: dict) -> str:
+    """One reading line: whether ``run`` keeps a higher PSNR than ``other`` near ``target`` measured speedup."""
+    verdict = "keeps a higher" if run["psnr"] > other["psnr"] else "does not keep a higher"
+    return (f"- at ~{target:g}x, {method}/{run['preset']} ({run['speedup']:.2f}x, {run['psnr']:.2f} dB) {verdict} "
+            f"PSNR than {other_method}/{other['preset']} ({other['speedup']:.2f}x, {other['psnr']:.2f} dB)")
+
+
 def baseline_lines(results: dict, target: float = 2.0, tolerance: float = 0.15) -> list[str]:
     """Issue target: at ~2x measured speedup, does Jano keep a higher PSNR than every caching baseline?"""
     jano = best_near(results, "jano", target, tolerance)
@@ -104,10 +111,7 @@ def baseline_lines(results: dict, target: float = 2.0, tolerance: float = 0.15) 
         if other is None:
             lines.append(f"- {method}: no setting measured within {tolerance:.0%} of {target:g}x")
             continue
-        verdict = "keeps a higher" if jano["psnr"] > other["psnr"] else "does not keep a higher"
-        lines.append(f"- at ~{target:g}x, jano/{jano['preset']} ({jano['speedup']:.2f}x, {jano['psnr']:.2f} dB) "
-                     f"{verdict} PSNR than {method}/{other['preset']} ({other['speedup']:.2f}x, "
-                     f"{other['psnr']:.2f} dB)")
+        lines.append(psnr_verdict(target, "jano", jano, method, other))
     return lines
 
 
@@ -162,10 +166,7 @@ def combination_lines(results: dict, targets: tuple[float, ...] = (2.0, 3.0), to
             mine = best_near(results, method, target, tolerance)
             if mine is None or tea is None:
                 continue
-            verdict = "keeps a higher" if mine["psnr"] > tea["psnr"] else "does not keep a higher"
-            lines.append(f"- at ~{target:g}x, {method}/{mine['preset']} ({mine['speedup']:.2f}x, {mine['psnr']:.2f} "
-                         f"dB) {verdict} PSNR than teacache/{tea['preset']} ({tea['speedup']:.2f}x, "
-                         f"{tea['psnr']:.2f} dB)")
+            lines.append(psnr_verdict(target, method, mine, "teacache", tea))
     return lines
 
 
